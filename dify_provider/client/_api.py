@@ -1,0 +1,158 @@
+"""The Dify endpoints as :class:`Call` specs, validated before anything is sent.
+
+Sync and async clients both call these builders, so paths, parameters and retry classes are
+written exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from httpx_sse import ServerSentEvent
+
+from dify_provider.client import errors as e
+from dify_provider.client._core import (
+    Call,
+    ClientConfig,
+    Retry,
+    check_files,
+    check_inputs,
+    check_log_query,
+    check_user,
+    check_uuid,
+    error_for,
+    parser,
+)
+from dify_provider.client.models import (
+    AppInfo,
+    AppParameters,
+    BlockingRunResponse,
+    ErrorEvent,
+    ServerInfo,
+    StopResult,
+    StreamEvent,
+    UploadedFile,
+    WorkflowLogPage,
+    WorkflowRun,
+    parse_event,
+)
+from dify_provider.client.status import WorkflowRunStatus
+
+
+def _run_detail(response: httpx.Response) -> WorkflowRun:
+    # Early-2024 servers answered an unknown id with HTTP 200 and every field null.
+    body = response.content
+    if body.startswith(b'{"id": null') or body.startswith(b'{"id":null'):
+        payload = json.loads(body)
+        if all(v is None for v in payload.values()):
+            raise e.DifyNotFoundError(404, "not_found", "Workflow run not found.",
+                                      path=response.request.url.path, hint=NOT_FOUND_HINT)
+    return parser(WorkflowRun)(response)
+
+
+NOT_FOUND_HINT = "wrong id, another app's key, or older than the log retention"
+
+
+def run_workflow(config: ClientConfig, inputs: Any, user: str | None, response_mode: str,
+                 files: Any, workflow_id: str | None) -> Call[Any]:
+    if response_mode not in ("blocking", "streaming"):
+        raise e.DifyConfigError("response_mode", "must be 'blocking' or 'streaming'")
+    body: dict[str, Any] = {
+        "inputs": check_inputs(inputs),
+        "user": check_user(user, config.user),
+        "response_mode": response_mode,
+    }
+    checked_files = check_files(files)
+    if checked_files is not None:
+        body["files"] = checked_files
+    path = "/workflows/run"
+    if workflow_id is not None:
+        path = f"/workflows/{check_uuid('workflow_id', workflow_id)}/run"
+    return Call("POST", path, parser(BlockingRunResponse), retry=Retry.START, json=body)
+
+
+def get_workflow_run(run_id: str) -> Call[WorkflowRun]:
+    return Call("GET", f"/workflows/run/{check_uuid('workflow_run_id', run_id)}", _run_detail)
+
+
+def stop_workflow_task(config: ClientConfig, task_id: str, user: str | None) -> Call[StopResult]:
+    return Call("POST", f"/workflows/tasks/{check_uuid('task_id', task_id)}/stop", parser(StopResult),
+                json={"user": check_user(user, config.user)})
+
+
+def list_workflow_logs(*, keyword: str | None = None, status: WorkflowRunStatus | str | None = None,
+                       page: int = 1, limit: int = 20, created_at__before: str | None = None,
+                       created_at__after: str | None = None,
+                       created_by_end_user_session_id: str | None = None,
+                       created_by_account: str | None = None) -> Call[WorkflowLogPage]:
+    check_log_query(None if status is None else str(status), page, limit)
+    params = {
+        "keyword": keyword,
+        "status": None if status is None else str(status),
+        "page": page,
+        "limit": limit,
+        "created_at__before": created_at__before,
+        "created_at__after": created_at__after,
+        "created_by_end_user_session_id": created_by_end_user_session_id,
+        "created_by_account": created_by_account,
+    }
+    return Call("GET", "/workflows/logs", parser(WorkflowLogPage),
+                params={k: v for k, v in params.items() if v is not None})
+
+
+def upload_file(config: ClientConfig, file: str | Path | bytes | IO[bytes], user: str | None,
+                filename: str | None, mime_type: str | None) -> Call[UploadedFile]:
+    if isinstance(file, str | Path):
+        path = Path(file)
+        if not path.is_file():
+            raise e.DifyConfigError("file", f"{str(path)!r} is not a readable file")
+        content: bytes | IO[bytes] = path.read_bytes()
+        filename = filename or path.name
+    else:
+        content = file
+    if not filename:
+        raise e.DifyConfigError("filename", "is required when uploading bytes or a file object")
+    if "/" in filename or "\\" in filename:
+        raise e.DifyConfigError("filename", "must be a bare name without '/' or '\\' (Dify rejects it)")
+    part = (filename, content, mime_type or "application/octet-stream")
+    return Call("POST", "/files/upload", parser(UploadedFile), retry=Retry.START,
+                files={"file": part}, data={"user": check_user(user, config.user)})
+
+
+def get_info() -> Call[AppInfo]:
+    return Call("GET", "/info", parser(AppInfo))
+
+
+def get_parameters() -> Call[AppParameters]:
+    return Call("GET", "/parameters", parser(AppParameters))
+
+
+def get_server_version(config: ClientConfig) -> Call[ServerInfo]:
+    return Call("GET", "/", parser(ServerInfo), auth=False, url=config.base_url + "/")
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+def decode_sse(sse: ServerSentEvent, path: str) -> StreamEvent | None:
+    """One SSE frame to a typed event; ``None`` for keep-alives. An ``error`` event raises."""
+    if sse.event == "ping" or not sse.data.strip():
+        return None
+    try:
+        payload = json.loads(sse.data)
+    except ValueError:
+        raise e.DifyStreamError(f"Dify sent a malformed event on {path}: {sse.data[:120]!r}") from None
+    if not isinstance(payload, dict):
+        raise e.DifyStreamError(f"Dify sent a non-object event on {path}: {sse.data[:120]!r}")
+    event = parse_event(payload)
+    if isinstance(event, ErrorEvent):
+        raise error_for(event.status, event.code, event.message or "error event in stream", path=path)
+    return event
+
+
+def stream_ended_early(path: str, seen_run: str | None) -> e.DifyStreamError:
+    where = f" (run {seen_run} may still be going: poll it)" if seen_run else ""
+    return e.DifyStreamError(f"the stream from {path} ended before a terminal event{where}")

@@ -1,0 +1,356 @@
+"""I/O-free heart of the client: configuration, request specs, error mapping and retry rules.
+
+The sync and async clients only move bytes; every decision (what to send, what an answer means,
+whether a failure may be retried) is made here once, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+import httpx
+import tenacity
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from dify_provider import __version__
+from dify_provider.client import errors as e
+from dify_provider.client.models import ErrorEnvelope
+from dify_provider.client.status import LOG_FILTER_STATUSES
+
+DEFAULT_BASE_URL = "https://api.dify.ai/v1"
+DEFAULT_USER = "airflow"
+USER_AGENT = f"airflow-provider-dify/{__version__}"
+
+T = TypeVar("T")
+
+
+def normalize_base_url(value: str | None) -> str:
+    """Accept what people paste: ``api.dify.ai``, ``https://host/v1/``, ``http://localhost``.
+
+    A URL with no path gets ``/v1`` because that is where Dify mounts the service API; any other
+    path is kept as given (self-hosted deployments behind a prefix).
+    """
+    raw = (value or "").strip() or DEFAULT_BASE_URL
+    if "://" not in raw:
+        raw = "https://" + raw
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL as exc:
+        raise e.DifyConfigError("base_url", f"{raw!r} is not a valid URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise e.DifyConfigError(
+            "base_url", f"{raw!r} must be an http(s) URL with a host, e.g. https://api.dify.ai/v1"
+        )
+    path = url.path.rstrip("/") or "/v1"
+    return str(url.copy_with(path=path, query=None, fragment=None)).rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, by attempts and by total time."""
+
+    max_attempts: int = 5
+    max_elapsed: float = 120.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 15.0
+    #: A server's ``Retry-After`` is honoured up to this many seconds.
+    max_retry_after: float = 60.0
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything needed to talk to one Dify app. The key is a ``SecretStr`` so that no repr,
+    log line or traceback of a config can show it."""
+
+    api_key: SecretStr
+    base_url: str = DEFAULT_BASE_URL
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    #: A stream that sends nothing (not even Dify's 10 s pings) for this long is dead.
+    stream_idle_timeout: float = 45.0
+    verify: bool | str = True
+    proxy: str | None = None
+    user: str = DEFAULT_USER
+    max_connections: int = 20
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.api_key, SecretStr):
+            object.__setattr__(self, "api_key", SecretStr(str(self.api_key)))
+        if not self.api_key.get_secret_value().strip():
+            raise e.DifyConfigError("api_key", "is empty: set the Dify app API key (starts with 'app-')")
+        object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
+        for name in ("timeout", "connect_timeout", "stream_idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise e.DifyConfigError(name, "must be a positive number of seconds")
+        if self.stream_idle_timeout <= 10:
+            raise e.DifyConfigError(
+                "stream_idle_timeout", "must exceed Dify's 10 s ping interval or live streams look dead"
+            )
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}", "User-Agent": USER_AGENT}
+
+    def httpx_timeout(self, read: float | None = None) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, connect=self.connect_timeout, read=read or self.timeout)
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
+
+
+class Retry(Enum):
+    """How much re-sending a request is allowed to cost."""
+
+    #: Reads and the stop call: re-sending changes nothing on the server.
+    SAFE = "safe"
+    #: Starting a run: Dify has no idempotency key, so re-send only when the first request
+    #: provably did not start a run (no connection made, or rejected with 429/503).
+    START = "start"
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API call, described without doing it."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    retry: Retry = Retry.SAFE
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    files: Any = None
+    data: Mapping[str, Any] | None = None
+    auth: bool = True
+    #: Absolute URL override (the API root ``GET /``).
+    url: str | None = None
+
+
+def request_args(config: ClientConfig, call: Call[Any], *, stream: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``httpx.Client.build_request``; streams get the idle timeout as
+    their read timeout, which is exactly an inactivity timeout for a chunked SSE body."""
+    headers = config.headers()
+    if not call.auth:
+        del headers["Authorization"]
+    if stream:
+        headers["Accept"] = "text/event-stream"
+    timeout = config.httpx_timeout(config.stream_idle_timeout if stream else None)
+    return {
+        "method": call.method, "url": call.url or config.base_url + call.path, "params": call.params,
+        "json": call.json, "files": call.files, "data": call.data, "headers": headers,
+        "extensions": {"timeout": timeout.as_dict()},
+    }
+
+
+# --- error mapping ------------------------------------------------------------------------
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _envelope(response: httpx.Response) -> ErrorEnvelope:
+    try:
+        return ErrorEnvelope.model_validate_json(response.content)
+    except ValidationError:
+        text = response.text.strip().replace("\n", " ")[:200]
+        return ErrorEnvelope(code="unknown", message=text or response.reason_phrase)
+
+
+_HINTS = {
+    e.CODE_NOT_WORKFLOW_APP: "the API key belongs to an app that is not a workflow app; workflow "
+    "endpoints need the key of a Dify app in 'workflow' mode (check the app's mode in the console)",
+    e.CODE_APP_UNAVAILABLE: "the app has no published workflow: publish it in the Dify console",
+    e.CODE_RATE_LIMIT_ERROR: "the workspace's workflow execution quota is used up; retrying will not help",
+    e.CODE_TOO_MANY_REQUESTS: "the app's concurrent request limit was hit",
+}
+
+
+def error_for(status: int, code: str, message: str, *, path: str = "", retry_after: float | None = None,
+              params: str | None = None) -> e.DifyAPIError:
+    """Build the typed error for an envelope; used for HTTP errors and in-stream ``error`` events."""
+    cls: type[e.DifyAPIError]
+    hint = _HINTS.get(code, "")
+    if status == 401:
+        cls, hint = e.DifyAuthError, "check the app API key stored in the connection's password"
+    elif status == 403:
+        cls = e.DifyAuthError
+        hint = hint or "the app, its API access or its workspace is disabled in Dify"
+    elif status == 404:
+        cls = e.DifyNotFoundError
+    elif status == 429 and code == e.CODE_RATE_LIMIT_ERROR:
+        cls = e.DifyQuotaExceededError
+    elif status == 429:
+        cls = e.DifyRateLimitError
+    elif status >= 500:
+        cls = e.DifyServerError
+    elif code == e.CODE_NOT_WORKFLOW_APP:
+        cls = e.DifyNotWorkflowAppError
+    else:
+        cls = e.DifyInvalidInputError
+    return cls(status, code, message, path=path, hint=hint, retry_after=retry_after, params=params)
+
+
+def raise_for_status(response: httpx.Response, path: str) -> None:
+    if response.is_success:
+        return
+    env = _envelope(response)
+    raise error_for(
+        response.status_code, env.code, env.message, path=path,
+        retry_after=_retry_after(response), params=env.params,
+    )
+
+
+def transport_error(exc: httpx.TransportError, path: str) -> e.DifyTransportError:
+    """Translate httpx's transport failures, keeping only what is safe to show (never headers)."""
+    what = type(exc).__name__
+    detail = str(exc) or what
+    if isinstance(exc, httpx.TimeoutException):
+        return e.DifyTimeoutError(f"Dify did not answer {path} in time ({what}: {detail})",
+                                  sent=not isinstance(exc, httpx.ConnectTimeout))
+    # Only a refused/failed connect proves nothing was sent. (httpx-aiohttp reports a server
+    # disconnect as ConnectTimeout, which is why ConnectTimeout does not count as "not sent".)
+    return e.DifyConnectionError(f"could not reach Dify for {path} ({what}: {detail})",
+                                 sent=not isinstance(exc, httpx.ConnectError))
+
+
+def retryable(exc: BaseException, kind: Retry) -> bool:
+    if kind is Retry.SAFE:
+        if isinstance(exc, e.DifyTransportError):
+            return True
+        if isinstance(exc, e.DifyRateLimitError):
+            return True
+        return isinstance(exc, e.DifyServerError) and exc.status in (502, 503, 504)
+    # Retry.START: never after a timeout or a broken connection: that may have started a paid run.
+    if isinstance(exc, e.DifyTransportError):
+        return exc.sent is False
+    if isinstance(exc, e.DifyRateLimitError):
+        return True
+    return isinstance(exc, e.DifyServerError) and exc.status == 503
+
+
+def retry_after_of(exc: BaseException | None) -> float | None:
+    return exc.retry_after if isinstance(exc, e.DifyAPIError) else None
+
+
+def tenacity_args(policy: RetryPolicy, kind: Retry, sleep: Callable[[float], Any]) -> dict[str, Any]:
+    """Arguments for ``tenacity.Retrying``/``AsyncRetrying``: one policy for both clients."""
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return policy.backoff(state.attempt_number, retry_after_of(exc))
+
+    return {
+        "stop": tenacity.stop_after_attempt(policy.max_attempts) | tenacity.stop_before_delay(policy.max_elapsed),
+        "wait": wait,
+        "retry": tenacity.retry_if_exception(lambda exc: retryable(exc, kind)),
+        "reraise": True,
+        "sleep": sleep,
+    }
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parser(model: type[M]) -> Callable[[httpx.Response], M]:
+    def parse(response: httpx.Response) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            snippet = response.text[:200].replace("\n", " ")
+            raise e.DifyResponseError(
+                f"unexpected {model.__name__} body from {response.request.url.path}: "
+                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}; body starts {snippet!r}"
+            ) from None
+
+    return parse
+
+
+# --- argument validation (before any request) ---------------------------------------------
+
+
+def check_uuid(name: str, value: Any) -> str:
+    text = str(value).strip() if value is not None else ""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise e.DifyConfigError(name, f"{text!r} is not a Dify id (a UUID such as "
+                                      "'b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b')") from None
+
+
+def check_user(user: str | None, default: str) -> str:
+    value = default if user is None else user
+    if not isinstance(value, str) or not value.strip():
+        raise e.DifyConfigError("user", "must be a non-empty string identifying the end user to Dify")
+    return value
+
+
+def check_inputs(inputs: Any) -> dict[str, Any]:
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise e.DifyConfigError("inputs", f"must be a dict of workflow variables, got {type(inputs).__name__}")
+    bad_keys = [k for k in inputs if not isinstance(k, str)]
+    if bad_keys:
+        raise e.DifyConfigError("inputs", f"variable names must be strings, got {bad_keys[:3]!r}")
+    try:
+        json.dumps(inputs, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise e.DifyConfigError("inputs", f"must be JSON-serialisable ({exc})") from None
+    return dict(inputs)
+
+
+def check_files(files: Any) -> list[dict[str, Any]] | None:
+    if files is None:
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, Mapping) for f in files):
+        raise e.DifyConfigError("files", "must be a list of file objects like "
+                                         "{'type': 'image', 'transfer_method': 'remote_url', 'url': '...'}")
+    for index, item in enumerate(files):
+        method = item.get("transfer_method")
+        if method not in ("remote_url", "local_file"):
+            raise e.DifyConfigError(f"files[{index}].transfer_method", "must be 'remote_url' or 'local_file'")
+        needed = "url" if method == "remote_url" else "upload_file_id"
+        if not item.get(needed):
+            raise e.DifyConfigError(f"files[{index}].{needed}", f"is required when transfer_method={method!r}")
+    return [dict(f) for f in files]
+
+
+def check_log_query(status: str | None, page: int, limit: int) -> None:
+    if status is not None and status not in LOG_FILTER_STATUSES:
+        allowed = ", ".join(sorted(LOG_FILTER_STATUSES))
+        raise e.DifyConfigError("status", f"{status!r} cannot be filtered on; Dify accepts {allowed}")
+    if not 1 <= page <= 99999:
+        raise e.DifyConfigError("page", "must be between 1 and 99999")
+    if not 1 <= limit <= 100:
+        raise e.DifyConfigError("limit", "must be between 1 and 100")

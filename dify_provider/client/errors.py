@@ -1,0 +1,142 @@
+"""One exception hierarchy for everything the client can say went wrong.
+
+Callers catch by meaning (auth, not found, rate limit, ...) rather than by HTTP status, and
+every message says what to do next. No message ever contains the API key: errors are built from
+Dify's response body and the request path only, never from headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Dify error codes (dify-api.md section 6) that this library treats specially.
+CODE_INVALID_PARAM = "invalid_param"
+CODE_NOT_WORKFLOW_APP = "not_workflow_app"
+CODE_APP_UNAVAILABLE = "app_unavailable"
+CODE_NOT_FOUND = "not_found"
+CODE_UNAUTHORIZED = "unauthorized"
+CODE_FORBIDDEN = "forbidden"
+CODE_TOO_MANY_REQUESTS = "too_many_requests"
+CODE_RATE_LIMIT_ERROR = "rate_limit_error"
+CODE_BAD_REQUEST = "bad_request"
+CODE_INTERNAL = "internal_server_error"
+
+
+class DifyError(Exception):
+    """Base of every error raised by this library."""
+
+
+class DifyConfigError(DifyError, ValueError):
+    """Bad configuration or argument, found before any request was sent.
+
+    ``field`` names what to fix (``base_url``, ``inputs``, ``workflow_run_id``, ...).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class DifyTransportError(DifyError):
+    """The request did not get an HTTP answer (connection refused/reset, DNS, timeout)."""
+
+    def __init__(self, message: str, *, sent: bool | None = None) -> None:
+        # ``sent`` is False only when the request provably never reached the server
+        # (connect error): the one case where re-sending a run start is safe.
+        self.sent = sent
+        super().__init__(message)
+
+
+class DifyConnectionError(DifyTransportError):
+    """Could not connect, or the connection broke before a full answer arrived."""
+
+
+class DifyTimeoutError(DifyTransportError):
+    """No answer within the configured timeout."""
+
+
+class DifyStreamError(DifyError):
+    """A streaming response broke its contract: went silent, was cut, or sent garbage."""
+
+
+class DifyStreamTimeoutError(DifyStreamError, DifyTimeoutError):
+    """The stream sent nothing, not even a ping, for longer than the inactivity timeout."""
+
+
+class DifyResponseError(DifyError):
+    """Dify answered with a body this library could not read (malformed JSON, wrong shape)."""
+
+
+class DifyAPIError(DifyError):
+    """Dify answered with an error envelope ``{code, message, status}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        path: str = "",
+        hint: str = "",
+        retry_after: float | None = None,
+        params: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+        self.hint = hint
+        self.retry_after = retry_after
+        self.params = params
+        where = f" on {path}" if path else ""
+        text = f"Dify API error {status} {code}{where}: {message}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "code": self.code, "message": self.message, "path": self.path}
+
+
+class DifyAuthError(DifyAPIError):
+    """401/403: the key is wrong, or the app or workspace is disabled."""
+
+
+class DifyNotFoundError(DifyAPIError):
+    """404 (or an all-null run body from old servers): wrong id, another app's key, or expired."""
+
+
+class DifyInvalidInputError(DifyAPIError):
+    """400: the request is wrong and retrying it unchanged cannot help."""
+
+
+class DifyNotWorkflowAppError(DifyInvalidInputError):
+    """The key belongs to an app whose mode has no workflow endpoints."""
+
+
+class DifyRateLimitError(DifyAPIError):
+    """429 ``too_many_requests``: the app's concurrency limit; retried with backoff."""
+
+
+class DifyQuotaExceededError(DifyAPIError):
+    """429 ``rate_limit_error``: the workspace's execution quota is used up; never retried."""
+
+
+class DifyServerError(DifyAPIError):
+    """5xx: Dify or a proxy in front of it failed."""
+
+
+class DifyRunError(DifyError):
+    """A run ended in a status the caller treats as failure (failed, stopped, ...).
+
+    Raised by waiting helpers, not by the HTTP layer: Dify reports a failed run as HTTP 200.
+    """
+
+    def __init__(self, workflow_run_id: str, status: str, error: str | None, message: str = "") -> None:
+        self.workflow_run_id = workflow_run_id
+        self.status = status
+        self.error = error
+        detail = message or f"Dify workflow run {workflow_run_id} ended with status {status}"
+        if error:
+            detail += f": {error}"
+        super().__init__(detail)

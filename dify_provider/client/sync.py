@@ -1,0 +1,194 @@
+"""Blocking client: for workers (operators, poke-mode sensors) and scripts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal, Self, TypeVar, overload
+
+import httpx
+import tenacity
+from httpx_sse import EventSource
+
+from dify_provider.client import _api
+from dify_provider.client import errors as e
+from dify_provider.client._core import (
+    Call,
+    ClientConfig,
+    raise_for_status,
+    request_args,
+    tenacity_args,
+    transport_error,
+)
+from dify_provider.client.models import (
+    AppInfo,
+    AppParameters,
+    BlockingRunResponse,
+    ServerInfo,
+    StopResult,
+    StreamEvent,
+    UploadedFile,
+    WorkflowLogPage,
+    WorkflowRun,
+    WorkflowStartedEvent,
+)
+
+T = TypeVar("T")
+
+
+class WorkflowStream:
+    """An open run stream: iterate for typed events; ``close()`` hangs up (on Dify 1.13+ the run
+    keeps going; older servers orphan it). Remembers the run and task ids once announced."""
+
+    def __init__(self, client: DifyClient, call: Call[Any]) -> None:
+        self._client = client
+        self._call = call
+        self._response: httpx.Response | None = None
+        self.workflow_run_id: str | None = None
+        self.task_id: str | None = None
+        self.finished = False
+
+    def _open(self) -> httpx.Response:
+        def send() -> httpx.Response:
+            request = self._client.http.build_request(**request_args(self._client.config, self._call, stream=True))
+            try:
+                response = self._client.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, self._call.path) from exc
+            if not response.is_success:
+                response.read()
+                response.close()
+                raise_for_status(response, self._call.path)
+            return response
+
+        response: httpx.Response = tenacity.Retrying(**self._client._retry_args(self._call))(send)
+        return response
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        if self._response is None:
+            self._response = self._open()
+        path = self._call.path
+        try:
+            for sse in EventSource(self._response).iter_sse():
+                event = _api.decode_sse(sse, path)
+                if event is None:
+                    continue
+                if isinstance(event, WorkflowStartedEvent):
+                    self.workflow_run_id, self.task_id = event.workflow_run_id, event.task_id
+                yield event
+                if event.is_terminal:
+                    self.finished = True
+                    return
+        except httpx.ReadTimeout as exc:
+            raise e.DifyStreamTimeoutError(
+                f"the stream from {path} was silent for {self._client.config.stream_idle_timeout:g} s "
+                "(no event, no ping)", sent=True) from exc
+        except httpx.TransportError as exc:
+            raise e.DifyStreamError(f"the stream from {path} was cut: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.close()
+        raise _api.stream_ended_early(path, self.workflow_run_id)
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DifyClient:
+    """Pooled, retrying client for one Dify app (one API key). Use as a context manager, or
+    call :meth:`close` yourself: the pool holds sockets."""
+
+    def __init__(self, config: ClientConfig, *, transport: httpx.BaseTransport | None = None,
+                 sleep: Any = time.sleep) -> None:
+        self.config = config
+        self._sleep = sleep
+        self.http = httpx.Client(
+            timeout=config.httpx_timeout(), limits=config.limits(), verify=config.verify,
+            proxy=config.proxy, transport=transport, follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"DifyClient(base_url={self.config.base_url!r})"
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _retry_args(self, call: Call[Any]) -> dict[str, Any]:
+        return tenacity_args(self.config.retry, call.retry, self._sleep)
+
+    def _call(self, call: Call[T]) -> T:
+        def once() -> T:
+            try:
+                response = self.http.send(self.http.build_request(**request_args(self.config, call)))
+            except httpx.TransportError as exc:
+                raise transport_error(exc, call.path) from exc
+            raise_for_status(response, call.path)
+            return call.parse(response)
+
+        result: T = tenacity.Retrying(**self._retry_args(call))(once)
+        return result
+
+    # --- API -------------------------------------------------------------------------------
+
+    @overload
+    def run_workflow(self, inputs: dict[str, Any], user: str | None = None, *,
+                     response_mode: Literal["blocking"] = "blocking", files: list[dict[str, Any]] | None = None,
+                     workflow_id: str | None = None) -> BlockingRunResponse: ...
+
+    @overload
+    def run_workflow(self, inputs: dict[str, Any], user: str | None = None, *,
+                     response_mode: Literal["streaming"], files: list[dict[str, Any]] | None = None,
+                     workflow_id: str | None = None) -> WorkflowStream: ...
+
+    def run_workflow(self, inputs: dict[str, Any], user: str | None = None, *,
+                     response_mode: Literal["blocking", "streaming"] = "blocking",
+                     files: list[dict[str, Any]] | None = None,
+                     workflow_id: str | None = None) -> BlockingRunResponse | WorkflowStream:
+        """Start a run. Blocking mode waits for the end (proxies cut it at ~60-100 s: prefer
+        streaming for anything long); streaming returns a :class:`WorkflowStream` at once."""
+        call = _api.run_workflow(self.config, inputs, user, response_mode, files, workflow_id)
+        if response_mode == "streaming":
+            return WorkflowStream(self, call)
+        result: BlockingRunResponse = self._call(call)
+        return result
+
+    def get_workflow_run(self, workflow_run_id: str) -> WorkflowRun:
+        return self._call(_api.get_workflow_run(workflow_run_id))
+
+    def stop_workflow_task(self, task_id: str, user: str | None = None) -> StopResult:
+        return self._call(_api.stop_workflow_task(self.config, task_id, user))
+
+    def list_workflow_logs(self, **query: Any) -> WorkflowLogPage:
+        return self._call(_api.list_workflow_logs(**query))
+
+    def upload_file(self, file: str | Path | bytes | IO[bytes], user: str | None = None, *,
+                    filename: str | None = None, mime_type: str | None = None) -> UploadedFile:
+        return self._call(_api.upload_file(self.config, file, user, filename, mime_type))
+
+    def get_info(self) -> AppInfo:
+        return self._call(_api.get_info())
+
+    def get_parameters(self) -> AppParameters:
+        return self._call(_api.get_parameters())
+
+    def get_server_version(self) -> ServerInfo:
+        return self._call(_api.get_server_version(self.config))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
