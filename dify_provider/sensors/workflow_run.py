@@ -1,0 +1,60 @@
+"""``WorkflowRunSensor``: wait for any Dify workflow run, started by us or by anything else."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from dify_provider.client._core import check_uuid
+from dify_provider.client.errors import DifyError
+from dify_provider.client.waiting import Snapshot, snapshot_of_error, snapshot_of_run
+from dify_provider.hooks.dify import DifyHook
+from dify_provider.links import console_logs_url
+from dify_provider.sensors.base import RunPollingSensor
+from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+
+
+class WorkflowRunSensor(RunPollingSensor):
+    """Pokes ``GET /workflows/run/{workflow_run_id}`` until the run ends.
+
+    On success the XCom return value is the run detail (status, outputs, total_tokens,
+    total_steps, elapsed_time, created_at, finished_at, error). ``failed``/``stopped`` fail the
+    task with Dify's error text; ``partial-succeeded`` succeeds with a warning; ``paused`` keeps
+    waiting (logged once, with where to answer the form).
+
+    :param workflow_run_id: the run to wait for (templated), e.g.
+        ``"{{ ti.xcom_pull(task_ids='run', key='workflow_run_id') }}"``.
+    :param dify_conn_id: connection of type ``dify`` for the app that owns the run.
+
+    See :class:`~dify_provider.sensors.base.RunPollingSensor` for the waiting options.
+    """
+
+    template_fields = ("workflow_run_id", "dify_conn_id")
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, workflow_run_id: str, dify_conn_id: str = DifyHook.default_conn_name,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_run_id = workflow_run_id
+        self.dify_conn_id = dify_conn_id
+
+    @cached_property
+    def hook(self) -> DifyHook:
+        return DifyHook(dify_conn_id=self.dify_conn_id)
+
+    def validate_run_id(self) -> str:
+        self.workflow_run_id = check_uuid("workflow_run_id", self.workflow_run_id)
+        return self.workflow_run_id
+
+    def poll_once(self) -> Snapshot:
+        try:
+            with self.hook.get_client() as client:
+                run = client.get_workflow_run(self.workflow_run_id)
+        except DifyError as exc:
+            return snapshot_of_error(self.workflow_run_id, exc)
+        settings = self.hook.settings
+        link = console_logs_url(settings.console_url, settings.app_id or run.app_id, run.id)
+        return snapshot_of_run(run, self.policy, console_link=link)
+
+    def build_trigger(self, run_id: str, **common: Any) -> WorkflowRunTrigger:
+        return WorkflowRunTrigger(run_id, self.dify_conn_id, **common)

@@ -1,0 +1,126 @@
+"""A backend-neutral trigger that polls a remote run until it ends.
+
+Restart safety is the design rule: the trigger carries only ids, the connection id and absolute
+wall-clock deadlines, has no side effects in ``run()`` (a triggerer restart or a second
+triggerer may run it again at any time), and stops remote work only in ``on_kill``, which
+Airflow calls on a user's action, never on a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dify_provider.client.status import Reason, Verdict, WaitPolicy
+from dify_provider.client.waiting import PollSchedule, Snapshot, timeout_snapshot
+from dify_provider.outcome import WaitLogger
+
+#: ``on_kill`` must finish inside ``[triggerer] on_kill_timeout``; a stop call is quick or dead.
+STOP_TIMEOUT = 10.0
+
+
+class RunPollingTrigger(BaseTrigger, ABC):
+    """Poll until the run ends, ``end_time`` passes (stop waiting) or ``execution_deadline``
+    passes (the task's ``execution_timeout``: the operator stops the run when it sees it).
+
+    :param run_id: the remote run to watch.
+    :param conn_id: Airflow connection id; the key is looked up in the triggerer, never carried.
+    :param poll_interval: seconds between polls (the first ``grace`` seconds with backoff).
+    :param max_poll_interval: enable backoff up to this many seconds between polls.
+    :param started_at: epoch seconds when waiting began (backoff is computed from it).
+    :param end_time: epoch seconds after which waiting stops with a ``timeout`` event.
+    :param execution_deadline: epoch seconds of the task's ``execution_timeout``.
+    :param stop_on_kill: stop the remote run when a user kills the deferred task.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        conn_id: str,
+        poll_interval: float,
+        max_poll_interval: float | None = None,
+        started_at: float | None = None,
+        end_time: float | None = None,
+        execution_deadline: float | None = None,
+        fail_on_partial: bool = False,
+        fail_on_paused: bool = False,
+        stop_on_kill: bool = False,
+    ) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.started_at = time.time() if started_at is None else started_at
+        self.end_time = end_time
+        self.execution_deadline = execution_deadline
+        self.fail_on_partial = fail_on_partial
+        self.fail_on_paused = fail_on_paused
+        self.stop_on_kill = stop_on_kill
+        self.schedule = PollSchedule(poll_interval, max_poll_interval)
+        self.policy = WaitPolicy(fail_on_partial=fail_on_partial, fail_on_paused=fail_on_paused)
+
+    def common_kwargs(self) -> dict[str, Any]:
+        """What ``serialize()`` carries for the base class: plain values, no credentials."""
+        return {
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "started_at": self.started_at,
+            "end_time": self.end_time,
+            "execution_deadline": self.execution_deadline,
+            "fail_on_partial": self.fail_on_partial,
+            "fail_on_paused": self.fail_on_paused,
+            "stop_on_kill": self.stop_on_kill,
+        }
+
+    @abstractmethod
+    async def poll(self) -> Snapshot:
+        """One look at the run. Must not raise for backend errors: map them to snapshots."""
+
+    async def stop_run(self) -> None:
+        """Stop the remote run (backends that can, override)."""
+
+    def _deadline(self) -> tuple[float, Reason] | None:
+        limits = [(t, r) for t, r in ((self.end_time, Reason.TIMEOUT),
+                                      (self.execution_deadline, Reason.EXECUTION_TIMEOUT)) if t is not None]
+        return min(limits) if limits else None
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        say = WaitLogger(self.log)
+        while True:
+            try:
+                snapshot = await self.poll()
+            except Exception as exc:  # a bug must end the wait visibly, not kill the trigger silently
+                self.log.exception("polling %s failed unexpectedly", self.run_id)
+                snapshot = Snapshot(Verdict.FAILURE, Reason.ERROR, self.run_id, f"{type(exc).__name__}: {exc}")
+            if snapshot.verdict is not Verdict.WAIT:
+                yield TriggerEvent(snapshot.to_event())
+                return
+            say(snapshot)
+            now = time.time()
+            deadline = self._deadline()
+            if deadline is not None and now >= deadline[0]:
+                # The poll above was the last check at the deadline: a run that ended during the
+                # final sleep is reported as ended, not as a timeout.
+                yield TriggerEvent(timeout_snapshot(self.run_id, deadline[1], now - self.started_at, snapshot)
+                                   .to_event())
+                return
+            delay = self.schedule.delay(now - self.started_at)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline[0] - now))
+            await asyncio.sleep(delay)
+
+    async def on_kill(self) -> None:
+        if not self.stop_on_kill:
+            return
+        try:
+            await asyncio.wait_for(self.stop_run(), timeout=STOP_TIMEOUT)
+            self.log.info("stopped remote run %s because the task was killed", self.run_id)
+        except Exception:
+            self.log.exception("could not stop remote run %s on kill", self.run_id)

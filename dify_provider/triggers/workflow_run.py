@@ -1,0 +1,48 @@
+"""``WorkflowRunTrigger``: waits for a Dify workflow run inside the triggerer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dify_provider.client.errors import DifyError
+from dify_provider.client.waiting import Snapshot, snapshot_of_error, snapshot_of_run
+from dify_provider.hooks.dify import SharedAsyncClients
+from dify_provider.triggers.base import RunPollingTrigger
+
+
+class WorkflowRunTrigger(RunPollingTrigger):
+    """Polls ``GET /workflows/run/{id}`` through the triggerer-wide shared client.
+
+    Serialised state: connection id, run id, poll settings, absolute deadlines, status options,
+    and (for runs our operator started) the Dify ``task_id`` and ``user`` needed to stop the run
+    on kill. Never the API key.
+    """
+
+    def __init__(self, workflow_run_id: str, dify_conn_id: str = "dify_default", *,
+                 task_id: str | None = None, user: str | None = None, **kwargs: Any) -> None:
+        super().__init__(run_id=workflow_run_id, conn_id=dify_conn_id, **kwargs)
+        self.workflow_run_id = workflow_run_id
+        self.dify_conn_id = dify_conn_id
+        self.task_id = task_id
+        self.user = user
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"workflow_run_id": self.workflow_run_id, "dify_conn_id": self.dify_conn_id,
+             "task_id": self.task_id, "user": self.user, **self.common_kwargs()},
+        )
+
+    async def poll(self) -> Snapshot:
+        try:
+            client = await SharedAsyncClients.get(self.dify_conn_id)
+            run = await client.get_workflow_run(self.workflow_run_id)
+        except DifyError as exc:
+            return snapshot_of_error(self.workflow_run_id, exc)
+        return snapshot_of_run(run, self.policy)
+
+    async def stop_run(self) -> None:
+        if self.task_id is None:
+            return
+        client = await SharedAsyncClients.get(self.dify_conn_id)
+        await client.stop_workflow_task(self.task_id, self.user)
