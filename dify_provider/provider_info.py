@@ -77,4 +77,8 @@ def provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Dify", "python-modules": ["dify_provider.hooks.dify"]}],
+        "operators": [{"integration-name": "Dify", "python-modules": ["dify_provider.operators.workflow"]}],
+        "sensors": [{"integration-name": "Dify", "python-modules": ["dify_provider.sensors.workflow_run"]}],
+        "triggers": [{"integration-name": "Dify", "python-modules": ["dify_provider.triggers.workflow_run"]}],
+        "extra-links": ["dify_provider.links.DifyRunLink"],
     }
