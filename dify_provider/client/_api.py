@@ -7,11 +7,13 @@ written exactly once.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 from httpx_sse import ServerSentEvent
+from pydantic import ValidationError
 
 from dify_provider.client import errors as e
 from dify_provider.client._core import (
@@ -45,7 +47,7 @@ from dify_provider.client.status import WorkflowRunStatus
 def _run_detail(response: httpx.Response) -> WorkflowRun:
     # Early-2024 servers answered an unknown id with HTTP 200 and every field null.
     body = response.content
-    if body.startswith(b'{"id": null') or body.startswith(b'{"id":null'):
+    if re.match(rb'\s*\{\s*"id"\s*:\s*null\b', body):
         payload = json.loads(body)
         if all(v is None for v in payload.values()):
             raise e.DifyNotFoundError(404, "not_found", "Workflow run not found.",
@@ -147,7 +149,11 @@ def decode_sse(sse: ServerSentEvent, path: str) -> StreamEvent | None:
         raise e.DifyStreamError(f"Dify sent a malformed event on {path}: {sse.data[:120]!r}") from None
     if not isinstance(payload, dict):
         raise e.DifyStreamError(f"Dify sent a non-object event on {path}: {sse.data[:120]!r}")
-    event = parse_event(payload)
+    try:
+        event = parse_event(payload)
+    except ValidationError as exc:
+        raise e.DifyStreamError(f"Dify sent an unexpected {payload.get('event')!r} event on {path}: "
+                                f"{exc.errors()[0]['msg']}") from None
     if isinstance(event, ErrorEvent):
         raise error_for(event.status, event.code, event.message or "error event in stream", path=path)
     return event

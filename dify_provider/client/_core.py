@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ def normalize_base_url(value: str | None) -> str:
         raise e.DifyConfigError(
             "base_url", f"{raw!r} must be an http(s) URL with a host, e.g. https://api.dify.ai/v1"
         )
+    # httpx percent-encodes what a host cannot contain ("exa mple.com") instead of refusing it.
+    if "%" in url.host or (url.port is not None and not 0 < url.port < 65536):
+        raise e.DifyConfigError("base_url", f"{raw!r} has an invalid host or port")
     path = url.path.rstrip("/") or "/v1"
     return str(url.copy_with(path=path, query=None, fragment=None)).rstrip("/")
 
@@ -181,8 +185,12 @@ def _envelope(response: httpx.Response) -> ErrorEnvelope:
     try:
         return ErrorEnvelope.model_validate_json(response.content)
     except ValidationError:
-        text = response.text.strip().replace("\n", " ")[:200]
-        return ErrorEnvelope(code="unknown", message=text or response.reason_phrase)
+        # Proxies answer with HTML (CRLF line ends, long markup): prefer the page's <title>.
+        text = " ".join(response.text.split())
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        if text.startswith("<") and title and title.group(1).strip():
+            text = f"{title.group(1).strip()} (HTML page, not a Dify API answer)"
+        return ErrorEnvelope(code="unknown", message=text[:200] or response.reason_phrase)
 
 
 _HINTS = {
@@ -234,8 +242,7 @@ def transport_error(exc: httpx.TransportError, path: str) -> e.DifyTransportErro
     what = type(exc).__name__
     detail = str(exc) or what
     if isinstance(exc, httpx.TimeoutException):
-        return e.DifyTimeoutError(f"Dify did not answer {path} in time ({what}: {detail})",
-                                  sent=not isinstance(exc, httpx.ConnectTimeout))
+        return e.DifyTimeoutError(f"Dify did not answer {path} in time ({what}: {detail})", sent=True)
     # Only a refused/failed connect proves nothing was sent. (httpx-aiohttp reports a server
     # disconnect as ConnectTimeout, which is why ConnectTimeout does not count as "not sent".)
     return e.DifyConnectionError(f"could not reach Dify for {path} ({what}: {detail})",

@@ -8,6 +8,7 @@ would mislead a caller (ids and statuses must be present on a run).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 import pendulum
@@ -255,11 +256,13 @@ class ServerInfo(DifyModel):
     @property
     def version_tuple(self) -> tuple[int, ...]:
         parts: list[int] = []
-        for piece in self.server_version.split("."):
-            digits = "".join(ch for ch in piece if ch.isdigit())
+        for piece in self.server_version.strip().lstrip("vV").split("."):
+            digits = re.match(r"\d*", piece).group()  # type: ignore[union-attr]
             if not digits:
                 break
             parts.append(int(digits))
+            if digits != piece:  # "0-rc1", "0rc1": the numeric part ends here
+                break
         return tuple(parts)
 
     def at_least(self, *version: int) -> bool:

@@ -111,6 +111,7 @@ _DECISIONS: dict[WorkflowRunStatus, Decision] = {
 def judge(status: WorkflowRunStatus | str, policy: WaitPolicy = WaitPolicy()) -> Decision:
     """Map a run status to a decision. Unknown statuses wait: failing closed on a status a newer
     Dify invented would fail healthy runs; the caller logs the unknown value instead."""
+    status = parse_status(str(status))  # a raw "succeeded" (e.g. from summary()) is not unknown
     if status == WorkflowRunStatus.PARTIAL_SUCCEEDED:
         verdict = Verdict.FAILURE if policy.fail_on_partial else Verdict.SUCCESS
         return Decision(verdict, Reason.PARTIAL_SUCCEEDED)

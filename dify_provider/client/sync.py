@@ -112,7 +112,7 @@ class DifyClient:
         self._sleep = sleep
         self.http = httpx.Client(
             timeout=config.httpx_timeout(), limits=config.limits(), verify=config.verify,
-            proxy=config.proxy, transport=transport, follow_redirects=False,
+            proxy=None if transport else config.proxy, transport=transport, follow_redirects=False,
         )
 
     def __repr__(self) -> str:
