@@ -69,8 +69,8 @@ class RunPollingSensor(BaseSensorOperator):
         """One synchronous look at the run; backend errors come back as snapshots."""
 
     @abstractmethod
-    def build_trigger(self, run_id: str, **common: Any) -> RunPollingTrigger:
-        """The trigger to defer to, given the shared keyword arguments."""
+    def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> RunPollingTrigger:
+        """The trigger to defer to, given the shared keyword arguments and the last poll."""
 
     def _say(self, snapshot: Snapshot) -> None:
         if not hasattr(self, "_wait_logger"):
@@ -97,13 +97,12 @@ class RunPollingSensor(BaseSensorOperator):
         snapshot = self.poll_once()  # already over? then no deferral round trip at all
         if snapshot.verdict is not Verdict.WAIT:
             return conclude(snapshot, self.log, terminal_failure_retries=False)
-        self._say(snapshot)
-        now = time.time()
+        now = time.time()  # waiting messages are the trigger's to log, once
         deadline = now + self.execution_timeout.total_seconds() if self.execution_timeout else None
         trigger = self.build_trigger(
             run_id, poll_interval=float(self.poke_interval), max_poll_interval=self.max_poke_interval,
             started_at=now, end_time=now + self.timeout, execution_deadline=deadline,
-            fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused,
+            fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, last=snapshot,
         )
         # The trigger owns the timeout (it checks the run one last time at the deadline); the
         # framework's deferral timeout is only a backstop should the triggerer be gone for good.

@@ -53,8 +53,9 @@ class WorkflowRunSensor(RunPollingSensor):
         except DifyError as exc:
             return snapshot_of_error(self.workflow_run_id, exc)
         settings = self.hook.settings
-        link = console_logs_url(settings.console_url, settings.app_id or run.app_id, run.id)
-        return snapshot_of_run(run, self.policy, console_link=link)
+        self._console_link = console_logs_url(settings.console_url, settings.app_id or run.app_id, run.id)
+        return snapshot_of_run(run, self.policy, console_link=self._console_link)
 
-    def build_trigger(self, run_id: str, **common: Any) -> WorkflowRunTrigger:
-        return WorkflowRunTrigger(run_id, self.dify_conn_id, **common)
+    def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> WorkflowRunTrigger:
+        return WorkflowRunTrigger(run_id, self.dify_conn_id, console_link=getattr(self, "_console_link", None),
+                                  **common)

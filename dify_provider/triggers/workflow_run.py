@@ -14,23 +14,26 @@ class WorkflowRunTrigger(RunPollingTrigger):
     """Polls ``GET /workflows/run/{id}`` through the triggerer-wide shared client.
 
     Serialised state: connection id, run id, poll settings, absolute deadlines, status options,
-    and (for runs our operator started) the Dify ``task_id`` and ``user`` needed to stop the run
-    on kill. Never the API key.
+    the console link for log messages, and (for runs our operator started) the Dify ``task_id``
+    and ``user`` needed to stop the run on kill. Never the API key.
     """
 
     def __init__(self, workflow_run_id: str, dify_conn_id: str = "dify_default", *,
-                 task_id: str | None = None, user: str | None = None, **kwargs: Any) -> None:
+                 task_id: str | None = None, user: str | None = None, console_link: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(run_id=workflow_run_id, conn_id=dify_conn_id, **kwargs)
         self.workflow_run_id = workflow_run_id
         self.dify_conn_id = dify_conn_id
         self.task_id = task_id
         self.user = user
+        self.console_link = console_link
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"workflow_run_id": self.workflow_run_id, "dify_conn_id": self.dify_conn_id,
-             "task_id": self.task_id, "user": self.user, **self.common_kwargs()},
+             "task_id": self.task_id, "user": self.user, "console_link": self.console_link,
+             **self.common_kwargs()},
         )
 
     async def poll(self) -> Snapshot:
@@ -39,7 +42,7 @@ class WorkflowRunTrigger(RunPollingTrigger):
             run = await client.get_workflow_run(self.workflow_run_id)
         except DifyError as exc:
             return snapshot_of_error(self.workflow_run_id, exc)
-        return snapshot_of_run(run, self.policy)
+        return snapshot_of_run(run, self.policy, console_link=self.console_link)
 
     async def stop_run(self) -> None:
         if self.task_id is None:

@@ -1,0 +1,67 @@
+"""``python -m dify_provider.testing serve``: the emulator as a process, for end-to-end tests
+that run Airflow (or anything else) in other processes and script it over ``/_emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+_APPS = TypeAdapter(list[dict[str, Any]])
+
+
+def _load_apps(path: Path) -> list[Any]:
+    from dify_provider.testing.models import EmulatedApp
+
+    raw = json.loads(path.read_text())
+    entries = raw["apps"] if isinstance(raw, dict) else raw
+    return [EmulatedApp.model_validate(entry) for entry in _APPS.validate_python(entries)]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dify-emulator", description="A local Dify service API emulator.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve until SIGINT/SIGTERM")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5001, help="0 picks a free port")
+    serve.add_argument("--server-version", default="1.13.0")
+    serve.add_argument("--pre-113-disconnect", action="store_true", help="orphan runs whose stream client leaves")
+    serve.add_argument("--ping-interval", type=float, default=10.0)
+    serve.add_argument("--config", type=Path, help='JSON file: {"apps": [EmulatedApp, ...]}')
+    serve.add_argument("--access-log", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from dify_provider.testing.server import DifyEmulator
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    emulator = DifyEmulator(
+        _load_apps(args.config) if args.config else None,
+        server_version=args.server_version,
+        pre_113_disconnect=args.pre_113_disconnect,
+        ping_interval=args.ping_interval,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+    )
+    with emulator:
+        print(f"Dify emulator {args.server_version} serving {emulator.base_url}", flush=True)
+        print(f"admin API: {emulator.admin_url}/", flush=True)
+        for app in emulator.apps.values():
+            print(f"app {app.name}  mode={app.mode}  key={app.api_key}  app_id={app.app_id}", flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

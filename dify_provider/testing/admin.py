@@ -1,0 +1,196 @@
+"""``/_emulator/...``: the control methods of :class:`DifyEmulator` over HTTP, for tests that drive
+a separately started emulator (Airflow running as its own processes in an end-to-end test).
+
+No auth: the server only listens on loopback unless told otherwise. Handlers run on the server
+loop, which owns run state, so they call the state directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from dify_provider.client.status import WorkflowRunStatus
+from dify_provider.testing.models import Fault, FinalStatus, RunSnapshot, Scenario
+from dify_provider.testing.runs import Run
+from dify_provider.testing.state import EmulatorState
+
+
+class ScriptBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    app: str
+    scenarios: list[Scenario]
+
+
+class FinishBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: FinalStatus = "succeeded"
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ResumeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: str = "approve"
+    inputs: dict[str, Any] = {}
+
+
+class ConfigBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    server_version: str | None = None
+    pre_113_disconnect: bool | None = None
+    ping_interval: float | None = None
+
+
+_FAULTS = TypeAdapter(list[Fault] | Fault)
+
+
+def _snapshot(run: Run) -> dict[str, Any]:
+    return _jsonable(run.snapshot())
+
+
+def _jsonable(snapshot: RunSnapshot) -> dict[str, Any]:
+    return dataclasses.asdict(snapshot)
+
+
+def _statuses(raw: str | None) -> set[str] | None:
+    return None if not raw else {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def admin_routes(state: EmulatorState) -> list[BaseRoute]:
+    def handler(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                result = await fn(request)
+            except KeyError as exc:
+                return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, 404)
+            except ValidationError as exc:
+                return JSONResponse({"error": str(exc)}, 422)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, 409)
+            return result if isinstance(result, Response) else JSONResponse(result)
+
+        return endpoint
+
+    def run_of(request: Request) -> Run:
+        run_id = request.path_params["run_id"]
+        run = state.runs.get(run_id)
+        if run is None:
+            raise KeyError(f"no run {run_id}")
+        return run
+
+    async def apps(request: Request) -> Any:
+        return [
+            {
+                "name": a.name,
+                "mode": a.mode,
+                "api_key": a.api_key,
+                "app_id": a.app_id,
+                "workflow_id": a.workflow_id,
+                "description": a.description,
+            }
+            for a in state.apps.values()
+        ]
+
+    async def runs(request: Request) -> Any:
+        app, statuses = request.query_params.get("app"), _statuses(request.query_params.get("status"))
+        with state.cond:
+            return [
+                _snapshot(run)
+                for run in state.runs.values()
+                if (app is None or run.app.name == app) and (statuses is None or run.status in statuses)
+            ]
+
+    async def run(request: Request) -> Any:
+        return _snapshot(run_of(request))
+
+    async def wait(request: Request) -> Any:
+        run_id = request.path_params["run_id"]
+        statuses = _statuses(request.query_params.get("status"))
+        timeout = float(request.query_params.get("timeout", "5"))
+
+        def check() -> RunSnapshot | None:
+            found = state.runs.get(run_id)
+            if found is None or (statuses is not None and found.status not in statuses):
+                return None
+            return found.snapshot()
+
+        snapshot = await state.wait_async(check, timeout)
+        if snapshot is None:
+            return JSONResponse({"error": f"timed out waiting for run {run_id}"}, 408)
+        return _jsonable(snapshot)
+
+    async def finish(request: Request) -> Any:
+        target = run_of(request)
+        body = FinishBody.model_validate(await _json(request))
+        state.finish(target, WorkflowRunStatus(body.status), body.outputs, body.error)
+        return _snapshot(target)
+
+    async def resume(request: Request) -> Any:
+        target = run_of(request)
+        body = ResumeBody.model_validate(await _json(request))
+        state.resume(target, body.action, body.inputs)
+        return _snapshot(target)
+
+    async def stop(request: Request) -> Any:
+        target = run_of(request)
+        state.stop(target)
+        return _snapshot(target)
+
+    async def requests(request: Request) -> Any:
+        method, path = request.query_params.get("method"), request.query_params.get("path")
+        return [
+            dataclasses.asdict(r)
+            for r in state.requests.snapshot()
+            if (method is None or r.method == method.upper()) and (path is None or r.path.endswith(path))
+        ]
+
+    async def script(request: Request) -> Any:
+        body = ScriptBody.model_validate(await _json(request))
+        state.script(body.app, body.scenarios)
+        return {"scripted": len(body.scenarios)}
+
+    async def faults(request: Request) -> Any:
+        if request.method == "POST":
+            parsed = _FAULTS.validate_python(await _json(request))
+            for fault in parsed if isinstance(parsed, list) else [parsed]:
+                state.faults.add(fault)
+        return [fault.model_dump(exclude_defaults=True) for fault in state.faults.pending()]
+
+    async def config(request: Request) -> Any:
+        if request.method == "POST":
+            body = ConfigBody.model_validate(await _json(request))
+            with state.cond:
+                for key, value in body.model_dump(exclude_none=True).items():
+                    setattr(state.config, key, value)
+        return dataclasses.asdict(state.config)
+
+    async def reset(request: Request) -> Any:
+        state.reset()
+        return {"reset": True}
+
+    return [
+        Route("/apps", handler(apps), methods=["GET"]),
+        Route("/config", handler(config), methods=["GET", "POST"]),
+        Route("/runs", handler(runs), methods=["GET"]),
+        Route("/runs/{run_id}", handler(run), methods=["GET"]),
+        Route("/runs/{run_id}/wait", handler(wait), methods=["GET"]),
+        Route("/runs/{run_id}/finish", handler(finish), methods=["POST"]),
+        Route("/runs/{run_id}/resume", handler(resume), methods=["POST"]),
+        Route("/runs/{run_id}/stop", handler(stop), methods=["POST"]),
+        Route("/requests", handler(requests), methods=["GET"]),
+        Route("/script", handler(script), methods=["POST"]),
+        Route("/faults", handler(faults), methods=["GET", "POST"]),
+        Route("/reset", handler(reset), methods=["POST"]),
+    ]
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    return {} if not body.strip() else await request.json()

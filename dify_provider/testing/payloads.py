@@ -1,0 +1,302 @@
+"""The JSON bodies and SSE payloads, shaped as dify-api.md sections 3 and 4 give them.
+
+Pure functions of a :class:`Run`, so every place that shows a run (blocking body, stream, detail,
+logs, events endpoint) shows the same facts, with Dify's per-endpoint quirks applied here only:
+the detail endpoint's ``inputs`` is a JSON *string*, its ``outputs`` is ``{}`` until the run has
+them (and while paused), and totals stay 0 with ``finished_at`` null until the end.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from dify_provider.client.status import WorkflowRunStatus
+from dify_provider.testing.models import EMULATOR_NAMESPACE, EmulatedApp, InputField
+from dify_provider.testing.runs import FORM_ACTIONS, FORM_CONTENT, FORM_INPUTS, Node, PendingForm, Run
+
+#: ``Workflow.version`` of a published workflow is its publication timestamp.
+WORKFLOW_VERSION = "2026-03-02 09:30:00.000000"
+
+
+def _envelope(run: Run, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"event": event, "task_id": run.task_id, "workflow_run_id": run.id, "data": data}
+
+
+def workflow_started(run: Run, reason: str) -> dict[str, Any]:
+    return _envelope(
+        run,
+        "workflow_started",
+        {
+            "id": run.id,
+            "workflow_id": run.workflow_id,
+            "inputs": run.sys_inputs,
+            "created_at": int(run.created_at),
+            "reason": reason,
+        },
+    )
+
+
+def _node_ids(node: Node) -> dict[str, Any]:
+    return {
+        "id": node.execution_id,
+        "node_id": node.node_id,
+        "node_type": node.node_type,
+        "title": node.title,
+        "index": node.index,
+        "predecessor_node_id": node.predecessor,
+    }
+
+
+def node_started(run: Run, node: Node) -> dict[str, Any]:
+    data = {
+        **_node_ids(node),
+        "inputs": node.inputs,
+        "inputs_truncated": False,
+        "created_at": int(node.started_at),
+        "extras": {},
+        "iteration_id": None,
+        "loop_id": None,
+    }
+    return _envelope(run, "node_started", data)
+
+
+def node_finished(run: Run, node: Node) -> dict[str, Any]:
+    finished = node.finished_at if node.finished_at is not None else time.time()
+    metadata = (
+        {"total_tokens": node.tokens, "total_price": f"{node.tokens * 0.000002:.7f}", "currency": "USD"}
+        if node.node_type == "llm"
+        else None
+    )
+    data = {
+        **_node_ids(node),
+        "inputs": node.inputs,
+        "inputs_truncated": False,
+        "process_data": {},
+        "process_data_truncated": False,
+        "outputs": node.outputs,
+        "outputs_truncated": False,
+        "status": node.status,
+        "error": node.error,
+        "elapsed_time": round(finished - node.started_at, 6),
+        "execution_metadata": metadata,
+        "created_at": int(node.started_at),
+        "finished_at": int(finished),
+        "files": [],
+        "iteration_id": None,
+        "loop_id": None,
+    }
+    return _envelope(run, "node_finished", data)
+
+
+def finished_data(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "status": run.status.value,
+        "outputs": run.outputs,
+        "error": run.error,
+        "elapsed_time": run.elapsed(),
+        "total_tokens": run.tokens,
+        "total_steps": run.steps,
+        "created_at": int(run.created_at),
+        "finished_at": None if run.finished_at is None else int(run.finished_at),
+        "created_by": {"id": run.end_user_id, "user": run.user},
+        "exceptions_count": run.exceptions,
+        "files": [],
+    }
+
+
+def workflow_finished(run: Run, *, task_id: str | None = None) -> dict[str, Any]:
+    """``task_id`` defaults to the run's; the events endpoint rebuilds this frame from the stored
+    run and (like Dify) puts the *run id* there."""
+    event = _envelope(run, "workflow_finished", finished_data(run))
+    if task_id is not None:
+        event["task_id"] = task_id
+    return event
+
+
+def _reason(form: PendingForm) -> dict[str, Any]:
+    return {
+        "TYPE": "human_input_required",
+        "form_id": form.form_id,
+        "form_token": form.token,
+        "node_id": form.node.node_id,
+        "node_title": form.node.title,
+    }
+
+
+def human_input_required(run: Run, form: PendingForm) -> dict[str, Any]:
+    data = {
+        "form_id": form.form_id,
+        "form_token": form.token,
+        "node_id": form.node.node_id,
+        "node_title": form.node.title,
+        "form_content": FORM_CONTENT,
+        "inputs": FORM_INPUTS,
+        "actions": FORM_ACTIONS,
+        "display_in_ui": True,
+        "resolved_default_values": {},
+        "expiration_time": form.expiration_time,
+    }
+    return _envelope(run, "human_input_required", data)
+
+
+def workflow_paused(run: Run, form: PendingForm) -> dict[str, Any]:
+    data = {
+        "workflow_run_id": run.id,
+        "paused_nodes": [form.node.node_id],
+        "outputs": {},
+        "reasons": [_reason(form)],
+        "status": WorkflowRunStatus.PAUSED.value,
+        "created_at": int(run.created_at),
+        "elapsed_time": run.elapsed(),
+        "total_tokens": run.tokens,
+        "total_steps": run.steps,
+    }
+    return _envelope(run, "workflow_paused", data)
+
+
+def human_input_form_filled(run: Run, form: PendingForm, action: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    titles = {a["id"]: a["title"] for a in FORM_ACTIONS}
+    data = {
+        "node_id": form.node.node_id,
+        "node_title": form.node.title,
+        "rendered_content": FORM_CONTENT.replace("{{#$output.comment#}}", str(inputs.get("comment", ""))),
+        "action_id": action,
+        "action_text": titles.get(action, action),
+        "submitted_data": inputs,
+    }
+    return _envelope(run, "human_input_form_filled", data)
+
+
+def form_definition(form: PendingForm) -> dict[str, Any]:
+    return {
+        "form_content": FORM_CONTENT,
+        "inputs": FORM_INPUTS,
+        "resolved_default_values": {},
+        "user_actions": FORM_ACTIONS,
+        "expiration_time": form.expiration_time,
+    }
+
+
+def blocking_body(run: Run) -> dict[str, Any]:
+    data = finished_data(run)
+    del data["created_by"], data["exceptions_count"], data["files"]
+    if run.status == WorkflowRunStatus.PAUSED and run.form is not None:
+        # Observed on 1.17 by the new SDK (not in the docs): a blocking call returns at the pause.
+        data["outputs"] = {}
+        data["reasons"] = [_reason(run.form)]
+    return {"task_id": run.task_id, "workflow_run_id": run.id, "data": data}
+
+
+def _shown_totals(run: Run) -> tuple[int, int, float, int | None]:
+    """Detail and logs show totals, elapsed time and finish only once the run has ended (#19548)."""
+    if not run.terminal:
+        return 0, 0, 0.0, None
+    assert run.finished_at is not None
+    return run.steps, run.tokens, run.elapsed(), int(run.finished_at)
+
+
+def run_detail(run: Run) -> dict[str, Any]:
+    steps, tokens, elapsed, finished = _shown_totals(run)
+    outputs = run.outputs if run.terminal and run.outputs is not None else {}
+    return {
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "status": run.status.value,
+        "inputs": run.inputs_json,
+        "outputs": outputs,
+        "error": run.error,
+        "total_steps": steps,
+        "total_tokens": tokens,
+        "created_at": int(run.created_at),
+        "finished_at": finished,
+        "elapsed_time": elapsed,
+    }
+
+
+def log_item(run: Run) -> dict[str, Any]:
+    steps, tokens, elapsed, finished = _shown_totals(run)
+    return {
+        "id": str(uuid.uuid5(EMULATOR_NAMESPACE, f"log:{run.id}")),
+        "workflow_run": {
+            "id": run.id,
+            "version": WORKFLOW_VERSION,
+            "status": run.status.value,
+            "error": run.error,
+            "elapsed_time": elapsed,
+            "total_tokens": tokens,
+            "total_steps": steps,
+            "created_at": int(run.created_at),
+            "finished_at": finished,
+            "exceptions_count": run.exceptions,
+            "triggered_from": "app-run",
+        },
+        "created_from": "service-api",
+        "created_by_role": "end_user",
+        "created_by_account": None,
+        "created_by_end_user": {
+            "id": run.end_user_id,
+            "type": "service_api",
+            "is_anonymous": False,
+            "session_id": run.user,
+        },
+        "details": None,
+        "created_at": int(run.created_at),
+    }
+
+
+def app_info(app: EmulatedApp) -> dict[str, Any]:
+    return {
+        "name": app.name,
+        "description": app.description,
+        "tags": list(app.tags),
+        "mode": app.mode,
+        "author_name": app.author_name,
+    }
+
+
+def _form_entry(field: InputField) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "label": field.label or field.variable,
+        "variable": field.variable,
+        "required": field.required,
+        "default": "" if field.default is None else field.default,
+    }
+    if field.max_length is not None:
+        entry["max_length"] = field.max_length
+    if field.type == "select":
+        entry["options"] = list(field.options)
+    return {field.type: entry}
+
+
+def app_parameters(app: EmulatedApp) -> dict[str, Any]:
+    return {
+        "opening_statement": "",
+        "suggested_questions": [],
+        "suggested_questions_after_answer": {"enabled": False},
+        "speech_to_text": {"enabled": False},
+        "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},
+        "retriever_resource": {"enabled": False},
+        "annotation_reply": {"enabled": False},
+        "more_like_this": {"enabled": False},
+        "sensitive_word_avoidance": {"enabled": False},
+        "user_input_form": [_form_entry(f) for f in app.inputs],
+        "file_upload": {
+            "image": {
+                "enabled": False,
+                "number_limits": 3,
+                "detail": "high",
+                "transfer_methods": ["remote_url", "local_file"],
+            }
+        },
+        "system_parameters": {
+            "file_size_limit": 15,
+            "image_file_size_limit": 10,
+            "audio_file_size_limit": 50,
+            "video_file_size_limit": 100,
+            "workflow_file_upload_limit": 10,
+        },
+    }

@@ -1,0 +1,66 @@
+"""pytest fixtures for the Dify emulator (registered through the ``pytest11`` entry point).
+
+``dify_emulator`` shares one server per session (starting one costs ~0.1 s plus imports) and
+resets it around every test; ``dify_emulator_factory`` builds dedicated ones for tests that need
+other apps or another server version. Imports of the server are deferred to the fixtures so that
+merely having the provider installed costs other pytest sessions nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from dify_provider.testing.server import DifyEmulator
+
+CONN_ENV = "AIRFLOW_CONN_DIFY_DEFAULT"
+
+
+def _emulator_class() -> type[DifyEmulator]:
+    try:
+        from dify_provider.testing.server import DifyEmulator
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise pytest.UsageError(
+            f"the Dify emulator needs the 'emulator' extra (pip install 'airflow-provider-dify[emulator]'): {exc}"
+        ) from exc
+    return DifyEmulator
+
+
+@pytest.fixture(scope="session")
+def dify_emulator_session() -> Iterator[DifyEmulator]:
+    """The session's shared emulator (not reset; prefer ``dify_emulator``)."""
+    with _emulator_class()() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def dify_emulator(dify_emulator_session: DifyEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[DifyEmulator]:
+    """A running emulator with default apps, freshly reset, and ``AIRFLOW_CONN_DIFY_DEFAULT`` set."""
+    emulator = dify_emulator_session
+    emulator.reset()
+    monkeypatch.setenv(CONN_ENV, emulator.airflow_connection_json())
+    yield emulator
+    emulator.reset()
+
+
+@pytest.fixture
+def dify_emulator_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., DifyEmulator]]:
+    """Build dedicated emulators: ``factory(apps=[...], server_version="1.12.0", ...)``.
+
+    Each is started, points ``AIRFLOW_CONN_DIFY_DEFAULT`` at itself (the latest wins), and is
+    closed after the test.
+    """
+    started: list[DifyEmulator] = []
+
+    def make(*args: Any, **kwargs: Any) -> DifyEmulator:
+        emulator = _emulator_class()(*args, **kwargs).start()
+        started.append(emulator)
+        monkeypatch.setenv(CONN_ENV, emulator.airflow_connection_json())
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.close()

@@ -1,0 +1,154 @@
+"""The server-side record of one workflow run and of the nodes and form it goes through.
+
+A :class:`Run` lives on the server's event loop; tests only ever see :class:`RunSnapshot` copies.
+Its public numbers (``steps``, ``tokens``) count what has happened so far; the API-facing
+builders in :mod:`payloads` decide what Dify would *show* (zeros until the end, for instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from dify_provider.client.status import TERMINAL_STATUSES, WorkflowRunStatus
+from dify_provider.testing.models import EMULATOR_NAMESPACE, EmulatedApp, RunSnapshot, Scenario
+
+#: A queued SSE item: an event dict, or None to close the stream (reset/shutdown).
+Item = dict[str, Any] | None
+
+FORM_INPUTS: list[dict[str, Any]] = [{"type": "paragraph", "output_variable_name": "comment", "default": None}]
+FORM_ACTIONS: list[dict[str, str]] = [
+    {"id": "approve", "title": "Approve", "button_style": "primary"},
+    {"id": "reject", "title": "Reject", "button_style": "default"},
+]
+FORM_CONTENT = "Please review the result before it is published.\n\n{{#$output.comment#}}"
+FORM_TTL_SECONDS = 24 * 3600
+
+
+def end_user_id(app: EmulatedApp, user: str) -> str:
+    """Dify creates one EndUser per (app, ``user`` string); a stable id stands in for it."""
+    return str(uuid.uuid5(EMULATOR_NAMESPACE, f"end-user:{app.app_id}:{user}"))
+
+
+@dataclass(eq=False)
+class Node:
+    """One node execution, as ``node_started``/``node_finished`` describe it."""
+
+    index: int
+    node_id: str
+    node_type: str
+    title: str
+    predecessor: str | None
+    inputs: dict[str, Any]
+    execution_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    status: str = "running"
+    error: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    tokens: int = 0
+
+
+@dataclass(eq=False)
+class PendingForm:
+    """A human-input form waiting for its one (first-wins) submission."""
+
+    node: Node
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    form_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    expiration_time: int = field(default_factory=lambda: int(time.time()) + FORM_TTL_SECONDS)
+    submitted: bool = False
+    expired: bool = False
+
+
+@dataclass(eq=False)
+class Run:
+    id: str
+    task_id: str
+    app: EmulatedApp
+    user: str
+    inputs: dict[str, Any]
+    files: list[Any]
+    scenario: Scenario
+    seq: int
+    created_at: float = field(default_factory=time.time)
+    status: WorkflowRunStatus = WorkflowRunStatus.RUNNING
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    steps: int = 0
+    tokens: int = 0
+    exceptions: int = 0
+    finished_at: float | None = None
+    held: bool = False
+    orphaned: bool = False
+    form: PendingForm | None = None
+    nodes: list[Node] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: Index in ``events`` of the latest ``workflow_started`` (initial or resumption).
+    segment_start: int = 0
+    subscribers: set[asyncio.Queue[Item]] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def workflow_id(self) -> str:
+        return self.app.workflow_id
+
+    @property
+    def end_user_id(self) -> str:
+        return end_user_id(self.app, self.user)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @cached_property
+    def sys_inputs(self) -> dict[str, Any]:
+        """Inputs as Dify stores them: the user's, then the ``sys.*`` variables (observed order)."""
+        return {
+            **self.inputs,
+            "sys.files": self.files,
+            "sys.user_id": self.user,
+            "sys.app_id": self.app.app_id,
+            "sys.workflow_id": self.workflow_id,
+            "sys.workflow_run_id": self.id,
+        }
+
+    @cached_property
+    def inputs_json(self) -> str:
+        """The detail endpoint's ``inputs``: a JSON string, computed once so polling stays cheap."""
+        return json.dumps(self.sys_inputs, ensure_ascii=False)
+
+    def elapsed(self) -> float:
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return round(end - self.created_at, 6)
+
+    def open_node(self) -> Node | None:
+        return self.nodes[-1] if self.nodes and self.nodes[-1].finished_at is None else None
+
+    def snapshot(self) -> RunSnapshot:
+        return RunSnapshot(
+            id=self.id,
+            task_id=self.task_id,
+            app=self.app.name,
+            user=self.user,
+            workflow_id=self.workflow_id,
+            status=self.status,
+            inputs=dict(self.inputs),
+            outputs=None if self.outputs is None else dict(self.outputs),
+            error=self.error,
+            created_at=int(self.created_at),
+            finished_at=None if self.finished_at is None else int(self.finished_at),
+            elapsed_time=self.elapsed(),
+            total_tokens=self.tokens,
+            total_steps=self.steps,
+            form_token=self.form.token if self.form and not self.form.submitted else None,
+            held=self.held,
+            orphaned=self.orphaned,
+        )

@@ -1,0 +1,118 @@
+"""Request checks in Dify's order and with Dify's words, because clients branch on them.
+
+Messages are copied from the sources behind dify-api.md: ``BaseAppGenerator._validate_inputs``
+for inputs, the ``validate_app_token`` wrapper for ``user``, Werkzeug's ``get_json`` for bodies,
+and pydantic's own text for payload models (newer Dify validates payloads with pydantic and turns
+the ``ValidationError`` into ``invalid_param`` verbatim).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+
+from dify_provider.testing.errors import EMPTY_JSON, MISSING_USER, DifyError, invalid_param
+from dify_provider.testing.models import EmulatedApp, InputField
+
+
+class RunPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: dict[str, Any]
+    files: list[dict[str, Any]] | None = None
+    response_mode: Literal["blocking", "streaming"] | None = None
+
+
+class FormSubmitPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: dict[str, Any]
+    action: str
+    user: str
+
+
+class LogQuery(BaseModel):
+    keyword: str | None = None
+    status: Literal["succeeded", "failed", "stopped"] | None = None
+    created_at__before: str | None = None
+    created_at__after: str | None = None
+    created_by_end_user_session_id: str | None = None
+    created_by_account: str | None = None
+    page: int = Field(default=1, ge=1, le=99999)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_param(str(exc)) from None
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise DifyError.http(
+            415,
+            "Did not attempt to load JSON data because the request Content-Type was not 'application/json'.",
+        )
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        message = str(exc)
+        if message == "Expecting value: line 1 column 1 (char 0)":
+            raise DifyError.http(400, EMPTY_JSON) from None
+        raise DifyError.http(400, f"Failed to decode JSON object: {message}") from None
+    if not isinstance(data, dict):
+        # Dify calls .get("user") on it and fails with a generic 500.
+        raise DifyError(500, "unknown", "Internal Server Error")
+    return data
+
+
+def required_user(value: Any) -> str:
+    if not value:
+        raise invalid_param(MISSING_USER)
+    return str(value)
+
+
+def _check(field: InputField, value: Any) -> Any:
+    name = field.variable
+    if field.type in ("text-input", "select", "paragraph") and not isinstance(value, str):
+        raise invalid_param(f"(type '{field.type}') {name} in input form must be a string")
+    if field.type == "number" and isinstance(value, str):
+        if not value.strip():
+            return field.default
+        try:
+            return float(value) if "." in value else int(value)
+        except ValueError:
+            raise invalid_param(f"{name} in input form must be a valid number") from None
+    if field.type == "select" and value not in field.options:
+        raise invalid_param(f"{name} in input form must be one of the following: {list(field.options)}")
+    if field.type in ("text-input", "paragraph") and field.max_length and len(value) > field.max_length:
+        raise invalid_param(f"{name} in input form must be less than {field.max_length} characters")
+    if field.type == "file" and not isinstance(value, dict):
+        raise invalid_param(f"{name} in input form must be a file")
+    if field.type == "file-list" and not (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
+        raise invalid_param(f"{name} in input form must be a list of files")
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+def validate_inputs(app: EmulatedApp, given: dict[str, Any]) -> dict[str, Any]:
+    """Keep exactly the app's declared variables (Dify drops unknown keys), validated."""
+    inputs: dict[str, Any] = {}
+    for field in app.inputs:
+        value = given.get(field.variable)
+        if value is None:
+            if field.required:
+                raise invalid_param(f"{field.variable} is required in input form")
+            inputs[field.variable] = field.default
+            continue
+        inputs[field.variable] = _check(field, value)
+    return inputs
