@@ -61,6 +61,7 @@ class AsyncWorkflowStream:
         self.workflow_run_id: str | None = None
         self.task_id: str | None = None
         self.finished = False
+        self._events: AsyncIterator[StreamEvent] | None = None
 
     async def _open(self) -> httpx.Response:
         async def send() -> httpx.Response:
@@ -78,7 +79,13 @@ class AsyncWorkflowStream:
         response: httpx.Response = await tenacity.AsyncRetrying(**self._client._retry_args(self._call))(send)
         return response
 
-    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        # One iterator per stream: a caller may stop at ``workflow_started`` and resume later.
+        if self._events is None:
+            self._events = self._generate()
+        return self._events
+
+    async def _generate(self) -> AsyncIterator[StreamEvent]:
         if self._response is None:
             self._response = await self._open()
         path = self._call.path

@@ -49,6 +49,7 @@ class WorkflowStream:
         self.workflow_run_id: str | None = None
         self.task_id: str | None = None
         self.finished = False
+        self._events: Iterator[StreamEvent] | None = None
 
     def _open(self) -> httpx.Response:
         def send() -> httpx.Response:
@@ -67,6 +68,12 @@ class WorkflowStream:
         return response
 
     def __iter__(self) -> Iterator[StreamEvent]:
+        # One iterator per stream: a caller may stop at ``workflow_started`` and resume later.
+        if self._events is None:
+            self._events = self._generate()
+        return self._events
+
+    def _generate(self) -> Iterator[StreamEvent]:
         if self._response is None:
             self._response = self._open()
         path = self._call.path

@@ -102,7 +102,9 @@ class DifyHook(BaseHook):
 
     async def asettings(self) -> DifySettings:
         """Connection lookup without blocking the event loop (for triggers)."""
-        return settings_from_connection(await self.aget_connection(self.dify_conn_id))
+        from airflow.providers.common.compat.connection import get_async_connection
+
+        return settings_from_connection(await get_async_connection(self.dify_conn_id, hook=self))
 
     def get_client(self) -> DifyClient:
         return DifyClient(self.settings.config)

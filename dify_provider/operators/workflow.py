@@ -84,7 +84,7 @@ class DifyRunWorkflowOperator(BaseOperator):
         files: list[dict[str, Any]] | None = None,
         workflow_id: str | None = None,
         wait_for_termination: bool = True,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool | None = None,
         poll_interval: float = 5.0,
         max_poll_interval: float | None = None,
         timeout: float = 7 * 24 * 3600,
@@ -100,7 +100,9 @@ class DifyRunWorkflowOperator(BaseOperator):
         self.files = files
         self.workflow_id = workflow_id
         self.wait_for_termination = wait_for_termination
-        self.deferrable = deferrable
+        # Read when the DAG is parsed, not when this module is imported, so env changes apply.
+        self.deferrable = (conf.getboolean("operators", "default_deferrable", fallback=False)
+                           if deferrable is None else deferrable)
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.timeout = timeout

@@ -43,14 +43,16 @@ class RunPollingSensor(BaseSensorOperator):
         *,
         poke_interval: float = 5.0,
         max_poke_interval: float | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool | None = None,
         fail_on_partial: bool = False,
         fail_on_paused: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.max_poke_interval = max_poke_interval
-        self.deferrable = deferrable
+        # Read when the DAG is parsed, not when this module is imported, so env changes apply.
+        self.deferrable = (conf.getboolean("operators", "default_deferrable", fallback=False)
+                           if deferrable is None else deferrable)
         self.fail_on_partial = fail_on_partial
         self.fail_on_paused = fail_on_paused
         # Checked at parse time, so a bad DAG fails to load instead of failing at run time.

@@ -111,8 +111,11 @@ class DifyEmulator:
             return self
         began = time.perf_counter()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+        # says TCP, and without it Nagle + delayed ACKs add 40 ms to every response.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self._host, self._port))  # bound here, so a busy port fails in the caller
         sock.listen(2048)
         self._port = sock.getsockname()[1]

@@ -83,6 +83,8 @@ def failing_calls(harness: Harness, router: respx.MockRouter) -> list[DifyError]
 def test_errors_and_logs_never_contain_the_key(harness: Harness, router: respx.MockRouter,
                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # Airflow's logging config (loaded by integration tests in the same session) sets httpx to WARN.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     errors = failing_calls(harness, router)
     assert len(errors) == 26
     assert len({type(e) for e in errors}) >= 10  # a real variety of error paths

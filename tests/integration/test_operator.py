@@ -1,0 +1,245 @@
+"""DifyRunWorkflowOperator through real Airflow (dag.test) against the emulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowException
+from airflow_harness import run_dag
+
+from dify_provider.operators.workflow import DifyRunWorkflowOperator
+from dify_provider.testing import DifyEmulator, Fault, Scenario
+from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+
+pytestmark = pytest.mark.airflow
+START = datetime(2024, 1, 1)
+RUN_ENDPOINT = "POST /workflows/run"
+
+
+def op_dag(dag_id: str, *, downstream: bool = False, cls: type = DifyRunWorkflowOperator, **kwargs: Any) -> DAG:
+    kwargs.setdefault("inputs", {"text": "hello"})
+    kwargs.setdefault("poll_interval", 0.05)
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        run = cls(task_id="run", **kwargs)
+        if downstream:
+            @task
+            def shout(outputs: dict[str, Any]) -> str:
+                return str(outputs["text"]) + "!"
+
+            shout(run.output)
+    return dag
+
+
+def starts(emu: DifyEmulator) -> int:
+    return len(emu.requests_to("POST", "/workflows/run"))
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_success_outputs_tokens_and_downstream(dify_emulator: DifyEmulator, dag_id: str, deferrable: bool) -> None:
+    result = run_dag(op_dag(dag_id, downstream=True, deferrable=deferrable))
+    assert result.state == "success"
+    outputs = result.xcom("run")
+    assert (outputs["text"], outputs["length"], outputs["echo"]["text"]) == ("HELLO", 5, "hello")
+    assert result.xcom("shout") == "HELLO!"
+    (run,) = dify_emulator.runs.values()
+    assert result.xcom("run", key="workflow_run_id") == run.id
+    assert result.xcom("run", key="task_id") == run.task_id
+    assert result.xcom("run", key="status") == "succeeded"
+    assert result.xcom("run", key="total_tokens") == run.total_tokens > 0
+    assert result.xcom("run", key="total_steps") == run.total_steps
+    assert result.xcom("run", key="finished_at") is not None
+    assert run.user == f"airflow:{dag_id}:run:{result.run_id}"
+    link = result.xcom("run", key="dify_run_url")
+    assert link.endswith(f"/app/{dify_emulator.app_id('echo')}/logs?workflow_run_id={run.id}")
+    log = result.log("run")
+    assert f"Started Dify workflow run {run.id}" in log
+    assert ("DEFERRED" in log) == deferrable
+    assert starts(dify_emulator) == 1
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+@pytest.mark.parametrize(
+    ("scenario", "kwargs", "state", "text"),
+    [
+        (Scenario(status="failed", error="LLM node exploded"), {}, "failed", "LLM node exploded"),
+        (Scenario(status="stopped"), {}, "failed", "was stopped"),
+        (Scenario(status="partial-succeeded"), {}, "success", "partially succeeded"),
+        (Scenario(status="partial-succeeded"), {"fail_on_partial": True}, "failed", "partially succeeded"),
+    ],
+    ids=["failed", "stopped", "partial", "partial-strict"],
+)
+def test_terminal_statuses(dify_emulator: DifyEmulator, dag_id: str, deferrable: bool, scenario: Scenario,
+                           kwargs: dict[str, Any], state: str, text: str) -> None:
+    dify_emulator.script("echo", scenario)
+    result = run_dag(op_dag(dag_id, deferrable=deferrable, **kwargs))
+    assert result.state == state
+    assert text in result.log("run")
+    assert starts(dify_emulator) == 1
+
+
+def test_stream_cut_mid_run_polls_and_never_restarts(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.script("echo", Scenario(steps=6, step_seconds=0.05))
+    dify_emulator.inject(Fault.cut_stream(after_events=2, endpoint=RUN_ENDPOINT))
+    result = run_dag(op_dag(dag_id, retries=2, retry_delay=timedelta(0)))
+    assert result.state == "success"
+    assert result.ti("run").try_number == 1
+    assert starts(dify_emulator) == 1
+    assert len(dify_emulator.runs) == 1
+    assert "polling the run instead (not re-starting it)" in result.log("run")
+    assert result.xcom("run")["text"] == "HELLO"
+
+
+class CrashAfterStart(DifyRunWorkflowOperator):
+    """Simulates a worker dying on the first try right after the run started."""
+
+    def _wait(self, client: Any, context: Any, run_id: str, *args: Any) -> Any:
+        if context["ti"].try_number == 1:
+            raise AirflowException("simulated worker crash")
+        return super()._wait(client, context, run_id, *args)
+
+
+def test_retry_reattaches_via_task_state_store(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.script("echo", Scenario(steps=4, step_seconds=0.05))
+    result = run_dag(op_dag(dag_id, cls=CrashAfterStart, retries=1, retry_delay=timedelta(0)))
+    assert result.state == "success"
+    assert result.ti("run").try_number == 2
+    assert starts(dify_emulator) == 1
+    assert "re-attaching to Dify workflow run" in result.log("run", try_number=2)
+    assert result.xcom("run")["text"] == "HELLO"
+
+
+def test_ambiguous_start_is_not_resent_and_retry_finds_the_run(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.script("echo", Scenario(hold=True))
+    dify_emulator.inject(
+        Fault.drop(endpoint=RUN_ENDPOINT, after_run_created=True),
+        Fault.http_error(500, endpoint="GET /workflows/logs"),
+    )
+    run_holder: dict[str, str] = {}
+
+    def finish_when_reattached() -> None:
+        run = dify_emulator.wait_for(status="running", timeout=60)
+        run_holder["id"] = run.id
+        dify_emulator.wait_for_requests("GET", f"/workflows/run/{run.id}", count=2, timeout=60)
+        dify_emulator.finish(run.id)
+
+    import threading
+
+    helper = threading.Thread(target=finish_when_reattached, daemon=True)
+    helper.start()
+    result = run_dag(op_dag(dag_id, retries=1, retry_delay=timedelta(0)))
+    helper.join(timeout=60)
+    assert result.state == "success"
+    assert starts(dify_emulator) == 1  # the broken start was never re-sent
+    assert "not re-sent because Dify has no idempotency key" in result.log("run", try_number=1)
+    assert "re-attaching" in result.log("run", try_number=2)
+    assert result.xcom("run", key="workflow_run_id") == run_holder["id"]
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_timeout_stops_the_remote_run(dify_emulator: DifyEmulator, dag_id: str, deferrable: bool) -> None:
+    dify_emulator.script("echo", Scenario(hold=True))
+    result = run_dag(op_dag(dag_id, timeout=0.5, deferrable=deferrable))
+    assert result.state == "failed"
+    (run,) = dify_emulator.runs.values()
+    assert run.status == "stopped"
+    assert dify_emulator.requests_to("POST", f"/workflows/tasks/{run.task_id}/stop")
+    assert "Stopped Dify run" in result.log("run")
+
+
+def test_on_kill_stops_the_remote_run(dify_emulator: DifyEmulator) -> None:
+    dify_emulator.script("echo", Scenario(hold=True))
+    from dify_helpers import start_run
+
+    run_id = start_run(dify_emulator, user="killer")
+    run = dify_emulator.runs[run_id]
+    op = DifyRunWorkflowOperator(task_id="run", inputs={"text": "x"})
+    op._dify_task_id, op._dify_run_id = run.task_id, run_id
+    op.on_kill()
+    assert dify_emulator.wait_for(run_id, status="stopped").status == "stopped"
+
+
+def test_trigger_on_kill_stops_the_run_but_cleanup_does_not(dify_emulator: DifyEmulator) -> None:
+    from dify_helpers import start_run
+
+    run_id = start_run(dify_emulator, Scenario(hold=True))
+    task_id = dify_emulator.runs[run_id].task_id
+    trigger = WorkflowRunTrigger(run_id, task_id=task_id, user="u", poll_interval=1, stop_on_kill=True)
+
+    async def go() -> None:
+        await trigger.cleanup()
+        assert dify_emulator.runs[run_id].status == "running"
+        await trigger.on_kill()
+
+    asyncio.run(go())
+    assert dify_emulator.runs[run_id].status == "stopped"
+
+
+def test_pre_113_server_keeps_the_stream_when_deferrable(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.configure(server_version="1.12.1", pre_113_disconnect=True)
+    dify_emulator.script("echo", Scenario(steps=4, step_seconds=0.05))
+    result = run_dag(op_dag(dag_id, deferrable=True))
+    assert result.state == "success"
+    log = result.log("run")
+    assert "older than 1.13" in log
+    assert "DEFERRED" not in log
+    (run,) = dify_emulator.runs.values()
+    assert run.status == "succeeded"
+    assert not run.orphaned
+
+
+def test_wait_for_termination_false_returns_ids(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.script("echo", Scenario(hold=True))
+    result = run_dag(op_dag(dag_id, wait_for_termination=False))
+    assert result.state == "success"
+    run_id = result.xcom("run", key="workflow_run_id")
+    assert dify_emulator.runs[run_id].status == "running"  # still going, not orphaned or stopped
+    dify_emulator.finish(run_id)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ("{{ 'not a dict' }}", "inputs: must be a dict of workflow variables, got str"),
+        ({"text": "x", "when": datetime(2024, 1, 1)}, "inputs: must be JSON-serialisable"),
+        ({}, "missing required workflow input(s) 'text'"),
+    ],
+    ids=["not-a-dict", "not-json", "missing-required"],
+)
+def test_bad_inputs_fail_before_any_run(dify_emulator: DifyEmulator, dag_id: str, inputs: Any, message: str) -> None:
+    result = run_dag(op_dag(dag_id, inputs=inputs, retries=2, retry_delay=timedelta(0)))
+    assert result.state == "failed"
+    assert message in result.log("run")
+    assert result.ti("run").try_number == 1
+    assert starts(dify_emulator) == 0
+
+
+def test_quota_error_fails_at_once(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.inject(Fault.rate_limit(endpoint=RUN_ENDPOINT, times=None))
+    result = run_dag(op_dag(dag_id, retries=2, retry_delay=timedelta(0)))
+    assert result.state == "failed"
+    assert result.ti("run").try_number == 1
+    assert starts(dify_emulator) == 1
+    assert "quota is used up" in result.log("run")
+
+
+def test_too_many_requests_at_start_is_retried(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    dify_emulator.inject(Fault.too_many_requests(endpoint=RUN_ENDPOINT, retry_after=0))
+    result = run_dag(op_dag(dag_id))
+    assert result.state == "success"
+    assert starts(dify_emulator) == 2
+    assert len(dify_emulator.runs) == 1
+
+
+def test_key_never_reaches_logs_or_xcom(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    key = dify_emulator.api_key("echo")
+    dify_emulator.script("echo", Scenario(status="failed", error="nope"))
+    result = run_dag(op_dag(dag_id, deferrable=True))
+    assert result.state == "failed"
+    everything = result.log("run") + json.dumps({k: result.xcom("run", key=k) for k in result.xcom_keys("run")})
+    assert "workflow_run_id" in everything  # the grep looked at real content
+    assert key not in everything
