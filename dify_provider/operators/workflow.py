@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from dify_provider.client import errors as e
 from dify_provider.client._core import RetryPolicy, check_files, check_inputs, check_uuid
 from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent, WorkflowStartedEvent
-from dify_provider.client.status import Reason, Verdict, WaitPolicy, is_terminal, judge
+from dify_provider.client.status import Reason, Verdict, WaitPolicy, is_terminal
 from dify_provider.client.sync import DifyClient, WorkflowStream
 from dify_provider.client.waiting import (
     PollSchedule,
@@ -163,7 +163,11 @@ class DifyRunWorkflowOperator(BaseOperator):
 
     def _find_previous_run(self, client: DifyClient, context: Context, user: str) -> str | None:
         """On a retry, return the id of a run this task instance already started and that is
-        still going (re-attach), or finished well (reuse). ``None`` means: start a new run."""
+        still going, to re-attach to. ``None`` means: start a new run.
+
+        A finished run is never reused, even one that succeeded: a user who clears a task (same
+        DAG run, so the same end-user id) asks for a new run, not for yesterday's answer.
+        """
         if int(getattr(context.get("ti"), "try_number", 1) or 1) <= 1:
             return None
         remembered = _state_get(context)
@@ -183,7 +187,7 @@ class DifyRunWorkflowOperator(BaseOperator):
                 run = client.get_workflow_run(run_id)
             except e.DifyError:
                 continue
-            if not is_terminal(run.status) or judge_ok(run.status, self.policy):
+            if not is_terminal(run.status):
                 self.log.info("Retry %s: re-attaching to Dify workflow run %s (status %s) started by an "
                               "earlier try, instead of starting a new one",
                               getattr(context.get("ti"), "try_number", "?"), run_id, run.status)
@@ -378,10 +382,6 @@ class DifyRunWorkflowOperator(BaseOperator):
                                      retry=RetryPolicy(max_attempts=2, max_elapsed=15.0))
         with DifyClient(config) as client:
             self._stop_run(client, self.user, why="the Airflow task was killed")
-
-
-def judge_ok(status: Any, policy: WaitPolicy) -> bool:
-    return judge(status, policy).verdict is Verdict.SUCCESS
 
 
 def default_user(context: Context) -> str:

@@ -50,3 +50,31 @@ def after_polls(emu: DifyEmulator, run_id: str, polls: int, action: Callable[[],
 
 def detail_polls(emu: DifyEmulator, run_id: str) -> int:
     return len(emu.requests_to("GET", f"/workflows/run/{run_id}"))
+
+
+@contextmanager
+def finish_first_run_after_polls(emu: DifyEmulator, polls: int, **finish: Any) -> Iterator[dict[str, str]]:
+    """For held runs started by the code under test: once the (first) run exists and its detail
+    was requested ``polls`` times, finish it. Yields a dict that receives the run id."""
+    seen: dict[str, str] = {}
+
+    def act() -> None:
+        run = emu.wait_for(status="running", timeout=60)
+        seen["id"] = run.id
+        emu.wait_for_requests("GET", f"/workflows/run/{run.id}", count=polls, timeout=60)
+        emu.finish(run.id, **finish)
+
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            act()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    yield seen
+    thread.join(timeout=60)
+    if errors:
+        raise errors[0]

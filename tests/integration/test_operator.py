@@ -11,6 +11,7 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowException
 from airflow_harness import run_dag
+from dify_helpers import finish_first_run_after_polls
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.testing import DifyEmulator, Fault, Scenario
@@ -104,8 +105,9 @@ class CrashAfterStart(DifyRunWorkflowOperator):
 
 
 def test_retry_reattaches_via_task_state_store(dify_emulator: DifyEmulator, dag_id: str) -> None:
-    dify_emulator.script("echo", Scenario(steps=4, step_seconds=0.05))
-    result = run_dag(op_dag(dag_id, cls=CrashAfterStart, retries=1, retry_delay=timedelta(0)))
+    dify_emulator.script("echo", Scenario(hold=True))
+    with finish_first_run_after_polls(dify_emulator, 2):
+        result = run_dag(op_dag(dag_id, cls=CrashAfterStart, retries=1, retry_delay=timedelta(0)))
     assert result.state == "success"
     assert result.ti("run").try_number == 2
     assert starts(dify_emulator) == 1
@@ -119,20 +121,8 @@ def test_ambiguous_start_is_not_resent_and_retry_finds_the_run(dify_emulator: Di
         Fault.drop(endpoint=RUN_ENDPOINT, after_run_created=True),
         Fault.http_error(500, endpoint="GET /workflows/logs"),
     )
-    run_holder: dict[str, str] = {}
-
-    def finish_when_reattached() -> None:
-        run = dify_emulator.wait_for(status="running", timeout=60)
-        run_holder["id"] = run.id
-        dify_emulator.wait_for_requests("GET", f"/workflows/run/{run.id}", count=2, timeout=60)
-        dify_emulator.finish(run.id)
-
-    import threading
-
-    helper = threading.Thread(target=finish_when_reattached, daemon=True)
-    helper.start()
-    result = run_dag(op_dag(dag_id, retries=1, retry_delay=timedelta(0)))
-    helper.join(timeout=60)
+    with finish_first_run_after_polls(dify_emulator, 2) as run_holder:
+        result = run_dag(op_dag(dag_id, retries=1, retry_delay=timedelta(0)))
     assert result.state == "success"
     assert starts(dify_emulator) == 1  # the broken start was never re-sent
     assert "not re-sent because Dify has no idempotency key" in result.log("run", try_number=1)
@@ -243,3 +233,19 @@ def test_key_never_reaches_logs_or_xcom(dify_emulator: DifyEmulator, dag_id: str
     everything = result.log("run") + json.dumps({k: result.xcom("run", key=k) for k in result.xcom_keys("run")})
     assert "workflow_run_id" in everything  # the grep looked at real content
     assert key not in everything
+
+
+def test_clearing_a_task_starts_a_new_run_not_the_old_answer(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    """Try 1 succeeds; a simulated failure after it forces try 2, which must not reuse run 1."""
+
+    class FailAfterSuccess(DifyRunWorkflowOperator):
+        def execute(self, context: Any) -> Any:
+            outputs = super().execute(context)
+            if context["ti"].try_number == 1:
+                raise AirflowException("downstream of the run, something broke")
+            return outputs
+
+    result = run_dag(op_dag(dag_id, cls=FailAfterSuccess, retries=1, retry_delay=timedelta(0)))
+    assert result.state == "success"
+    assert starts(dify_emulator) == 2
+    assert "re-attaching" not in result.log("run", try_number=2)

@@ -1,0 +1,86 @@
+"""DifyHook: reading the connection, and the "Test" button's answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from airflow.sdk import Connection
+
+from dify_provider.client import DifyConfigError
+from dify_provider.hooks.dify import DifyHook, SharedAsyncClients, settings_from_connection
+from dify_provider.testing import DifyEmulator
+
+
+def conn(**fields: object) -> Connection:
+    extra = fields.pop("extra", {})
+    return Connection(conn_id="c", conn_type="dify", extra=json.dumps(extra), **fields)  # type: ignore[arg-type]
+
+
+def test_defaults_and_normalisation() -> None:
+    s = settings_from_connection(conn(password="app-k"))
+    assert s.config.base_url == "https://api.dify.ai/v1"
+    assert s.console_url == "https://cloud.dify.ai"
+    assert s.config.user == "airflow"
+    assert s.app_id is None
+    s = settings_from_connection(conn(host="dify.internal:8080/", password="app-k",
+                                      extra={"timeout": "12", "ca_bundle": "/etc/ca.pem", "default_user": "etl"}))
+    assert s.config.base_url == "https://dify.internal:8080/v1"
+    assert s.config.timeout == 12
+    assert s.config.verify == "/etc/ca.pem"
+    assert s.config.user == "etl"
+    assert settings_from_connection(conn(host="http://h", port=5001, password="k")).config.base_url == \
+        "http://h:5001/v1"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "connection 'c'.password: is empty"),
+        ({"password": "k", "extra": {"timeout": "soon"}}, "connection 'c'.extra.timeout: must be a number"),
+        ({"password": "k", "extra": {"timeout": -1}}, "connection 'c'.timeout: must be a positive number"),
+        ({"password": "k", "host": "ftp://x"}, "connection 'c'.base_url:"),
+    ],
+)
+def test_bad_connections_name_the_field(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(DifyConfigError) as info:
+        settings_from_connection(conn(**fields))
+    assert message in str(info.value)
+
+
+def test_repr_and_settings_hide_the_key() -> None:
+    s = settings_from_connection(conn(password="app-very-secret"))
+    assert "app-very-secret" not in repr(s) + repr(DifyHook("c")) + str(s)
+
+
+def test_test_connection_reports_version_and_mode(dify_emulator: DifyEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, message = DifyHook().test_connection()
+    assert ok, message
+    assert message.startswith("Connected to Dify 1.13.0: app ")
+    chat = dify_emulator.airflow_connection("chat")
+    monkeypatch.setenv("AIRFLOW_CONN_DIFY_CHAT", json.dumps(chat))
+    ok, message = DifyHook("dify_chat").test_connection()
+    assert ok
+    assert "workflow operators need a 'workflow' app, this key's app is 'advanced-chat'" in message
+
+
+def test_test_connection_unreachable_is_false_and_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DIFY_DOWN", json.dumps(
+        {"conn_type": "dify", "host": "http://127.0.0.1:9/v1", "password": "app-k"}))
+    ok, message = DifyHook("dify_down").test_connection()
+    assert not ok
+    assert "could not reach Dify" in message
+
+
+def test_shared_async_client_is_one_per_loop_and_connection(dify_emulator: DifyEmulator) -> None:
+    async def two_lookups() -> tuple[object, object]:
+        first = await SharedAsyncClients.get("dify_default")
+        second = await SharedAsyncClients.get("dify_default")
+        await SharedAsyncClients.close_all()
+        return first, second
+
+    a, b = asyncio.run(two_lookups())
+    assert a is b
+    c, _ = asyncio.run(two_lookups())
+    assert c is not a  # a new loop gets its own client: clients are bound to their loop
