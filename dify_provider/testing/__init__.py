@@ -1,5 +1,26 @@
 """An offline Dify service API for tests: ``from dify_provider.testing import DifyEmulator``.
 
+A held run, finished when the test decides (no sleeping)::
+
+    with DifyEmulator() as emu:                      # apps: echo, chat, slow, approval
+        emu.script("echo", Scenario(hold=True))      # the next echo run waits after its nodes
+        ...start a run against emu.base_url with emu.api_key("echo")...
+        run = emu.wait_for(lambda r: r.held)         # wakes on the server's notification
+        emu.finish(run.id, status="failed", error="judged bad")
+
+Faults queue per endpoint and fire in order::
+
+    emu.inject(
+        Fault.too_many_requests(endpoint="POST /workflows/run", retry_after=2),  # no run created
+        Fault.delay(30, endpoint="POST /workflows/run", after_run_created=True), # ambiguous start
+        Fault.cut_stream(after_events=2, endpoint="GET /workflow/{id}/events"),
+    )
+    assert len(emu.requests_to("POST", "/workflows/run")) == 2
+
+In pytest, use the ``dify_emulator`` fixture (shared server, reset per test, and
+``AIRFLOW_CONN_DIFY_DEFAULT`` pointing at it) or ``dify_emulator_factory``. From another process,
+run ``python -m dify_provider.testing serve`` and script it over ``/_emulator/``.
+
 Names are loaded lazily: this package is imported by the pytest plugin (registered for every
 pytest session of anyone who installs the provider), and the server side needs the optional
 ``emulator`` extras (starlette, uvicorn) that plain users may not have.

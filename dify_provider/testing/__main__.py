@@ -9,19 +9,20 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pydantic import TypeAdapter
+if TYPE_CHECKING:
+    from dify_provider.testing.models import EmulatedApp
 
-_APPS = TypeAdapter(list[dict[str, Any]])
 
+def _load_apps(path: Path) -> list[EmulatedApp]:
+    """``{"apps": [...]}`` or a bare list, each entry an :class:`EmulatedApp` in JSON form."""
+    from pydantic import TypeAdapter
 
-def _load_apps(path: Path) -> list[Any]:
     from dify_provider.testing.models import EmulatedApp
 
     raw = json.loads(path.read_text())
-    entries = raw["apps"] if isinstance(raw, dict) else raw
-    return [EmulatedApp.model_validate(entry) for entry in _APPS.validate_python(entries)]
+    return TypeAdapter(list[EmulatedApp]).validate_python(raw["apps"] if isinstance(raw, dict) else raw)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -53,7 +53,9 @@ class Scenario(_Frozen):
     ``status="paused"`` stops at a human-input node until the form is submitted (or
     :meth:`DifyEmulator.resume`), then runs ``steps_after_resume`` more nodes and ends
     ``after_resume``. ``hold=True`` keeps the run ``running`` after its nodes until the test calls
-    :meth:`DifyEmulator.finish`, so tests decide when time passes instead of sleeping.
+    :meth:`DifyEmulator.finish` (which then decides the outcome), so tests decide when time passes
+    instead of sleeping. Totals: ``total_tokens = tokens_per_step x nodes run`` (the human-input
+    node counts as a step but spends no tokens).
     """
 
     steps: int = Field(default=3, ge=1)

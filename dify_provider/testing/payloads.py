@@ -66,7 +66,7 @@ def node_finished(run: Run, node: Node) -> dict[str, Any]:
     finished = node.finished_at if node.finished_at is not None else time.time()
     metadata = (
         {"total_tokens": node.tokens, "total_price": f"{node.tokens * 0.000002:.7f}", "currency": "USD"}
-        if node.node_type == "llm"
+        if node.tokens
         else None
     )
     data = {

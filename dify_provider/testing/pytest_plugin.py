@@ -64,3 +64,40 @@ def dify_emulator_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
     yield make
     for emulator in started:
         emulator.close()
+
+
+# --- Chenyu ---------------------------------------------------------------------------------
+
+CHENYU_CONN_ENV = "AIRFLOW_CONN_CHENYU_DEFAULT"
+
+if TYPE_CHECKING:
+    from dify_provider.testing.chenyu import ChenyuEmulator
+
+
+@pytest.fixture(scope="session")
+def chenyu_emulator_session() -> Iterator[ChenyuEmulator]:
+    """The session's shared Chenyu emulator (not reset; prefer ``chenyu_emulator``)."""
+    try:
+        from dify_provider.testing.chenyu import ChenyuEmulator
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise pytest.UsageError(
+            f"the Chenyu emulator needs the 'emulator' extra (pip install 'airflow-provider-dify[emulator]'): {exc}"
+        ) from exc
+    with ChenyuEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def chenyu_emulator(
+    chenyu_emulator_session: ChenyuEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ChenyuEmulator]:
+    """A running Chenyu emulator, freshly reset, with ``AIRFLOW_CONN_CHENYU_DEFAULT`` pointing at it.
+
+    Create run orders with ``chenyu_emulator.create_run(ChenyuScenario(...))``; they advance one
+    step per progress read.
+    """
+    emulator = chenyu_emulator_session
+    emulator.reset()
+    monkeypatch.setenv(CHENYU_CONN_ENV, emulator.airflow_connection_json())
+    yield emulator
+    emulator.reset()

@@ -122,8 +122,9 @@ class Run:
 
     @cached_property
     def inputs_json(self) -> str:
-        """The detail endpoint's ``inputs``: a JSON string, computed once so polling stays cheap."""
-        return json.dumps(self.sys_inputs, ensure_ascii=False)
+        """The detail endpoint's ``inputs``: the Text column Dify filled with ``json.dumps`` (so
+        non-ASCII comes back ``\\u``-escaped), computed once so polling stays cheap."""
+        return json.dumps(self.sys_inputs)
 
     def elapsed(self) -> float:
         end = self.finished_at if self.finished_at is not None else time.time()

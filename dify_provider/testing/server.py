@@ -46,9 +46,9 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_ready: Callable[[asyncio.AbstractEventLoop], None]) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._exit = asyncio.Event()  # binds to the server loop on first use
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self._exit = asyncio.Event()
         await super().startup(sockets=sockets)
         self._on_ready(asyncio.get_running_loop())
 

@@ -299,8 +299,9 @@ class EmulatorState:
     def _finish_node(self, run: Run, node: Node) -> None:
         node.finished_at = time.time()
         if node.status != "stopped":
-            run.steps += 1
-            run.tokens += node.tokens
+            with self.cond:  # steps and tokens move together for snapshot readers
+                run.steps += 1
+                run.tokens += node.tokens
         self._emit(run, payloads.node_finished(run, node))
 
     def _default_outputs(self, run: Run) -> dict[str, Any]:

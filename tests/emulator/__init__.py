@@ -1,0 +1,1 @@
+"""Fidelity tests of the bundled Dify emulator (dify_provider.testing)."""

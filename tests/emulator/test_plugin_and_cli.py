@@ -1,0 +1,81 @@
+"""The pytest fixtures (env var, factory, custom apps) and ``python -m dify_provider.testing serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from dify_provider.testing import DifyEmulator, EmulatedApp, InputField, Scenario
+
+from .conftest import SSL, make_client, run_body
+
+
+def test_fixture_sets_the_airflow_connection(emu: DifyEmulator) -> None:
+    conn = json.loads(os.environ["AIRFLOW_CONN_DIFY_DEFAULT"])
+    assert conn == {
+        "conn_type": "dify",
+        "host": emu.base_url,
+        "password": emu.api_key("echo"),
+        "extra": {"console_url": emu.root_url, "app_id": emu.app_id("echo")},
+    }
+    assert conn["host"].endswith("/v1")
+    assert conn["password"].startswith("app-")
+
+
+def test_factory_builds_custom_apps(dify_emulator_factory: Callable[..., DifyEmulator]) -> None:
+    review = EmulatedApp(
+        name="review",
+        api_key="app-custom-key",
+        inputs=(InputField(variable="doc", type="select", options=("a", "b"), required=True),),
+        scenario=Scenario(steps=1, step_seconds=0),
+        outputs_fn=lambda inputs: {"verdict": f"reviewed {inputs['doc']}"},
+    )
+    emu = dify_emulator_factory([review], server_version="1.14.0")
+    conn = json.loads(os.environ["AIRFLOW_CONN_DIFY_DEFAULT"])
+    assert (conn["password"], conn["extra"]["app_id"]) == ("app-custom-key", emu.app_id("review"))
+    with make_client(emu, app="review") as c:
+        ok = c.post("/workflows/run", json={"inputs": {"doc": "a"}, "user": "u"}).json()
+        assert ok["data"]["outputs"] == {"verdict": "reviewed a"}
+        bad = c.post("/workflows/run", json={"inputs": {"doc": "z"}, "user": "u"}).json()
+        assert bad["message"] == "doc in input form must be one of the following: ['a', 'b']"
+
+
+def test_ids_are_deterministic_across_instances() -> None:
+    first, second = DifyEmulator(), DifyEmulator()
+    assert first.api_key("echo") == second.api_key("echo") == "app-emulator-echo"
+    assert first.app_id("slow") == second.app_id("slow")
+
+
+def test_startup_is_fast(dify_emulator_factory: Callable[..., DifyEmulator]) -> None:
+    emu = dify_emulator_factory()
+    assert emu.startup_seconds is not None
+    assert emu.startup_seconds < 0.5
+
+
+def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "apps.json"
+    config.write_text(json.dumps({"apps": [{"name": "nightly", "api_key": "app-nightly"}]}))
+    command = [sys.executable, "-m", "dify_provider.testing", "serve", "--port", "0", "--config", str(config)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        base_url = banner.rsplit(" ", 1)[-1].strip()
+        assert banner.startswith("Dify emulator 1.13.0 serving http://127.0.0.1:")
+        assert base_url.endswith("/v1")
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[1].startswith("app nightly  mode=workflow  key=app-nightly")
+        with httpx.Client(base_url=base_url, verify=SSL, headers={"Authorization": "Bearer app-nightly"}) as c:
+            assert c.get("/").json()["server_version"] == "1.13.0"
+            assert c.post("/workflows/run", json=run_body()).json()["data"]["status"] == "succeeded"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
