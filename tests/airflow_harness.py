@@ -79,7 +79,6 @@ __all__ = [
 HOME_MARKER = ".dify-provider-test-home"
 
 _MISSING: Any = object()
-_BUNDLE_NAME = "dags-folder"
 _harness_log = logging.getLogger(__name__)
 
 
@@ -147,22 +146,11 @@ def _warm_execution_api() -> None:
 
 
 def sync_dag(dag: DAG) -> None:
-    """Write ``dag`` (built in a test, no file in the DAGs folder) to the metadata DB.
+    """Write ``dag`` (built in a test, no file in the DAGs folder) to the metadata DB; the
+    provider ships this for its users as :func:`dify_provider.testing.airflow.register_dag`."""
+    from dify_provider.testing.airflow import register_dag
 
-    ``dag.test()`` needs a serialized version of the DAG in the DB; it only parses the DAGs
-    folder itself, so a DAG that exists only in memory must be bagged and synced first.
-    Safe to call again with a changed DAG of the same id: a new DAG version is written.
-    """
-    from airflow import settings
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    if dag.relative_fileloc is None:
-        # Parsing sets this from the bundle path; the triggerer's end-event path
-        # (TaskSuccessEvent & co.) refuses to finish a task whose DAG has none.
-        dag.relative_fileloc = Path(dag.fileloc).name
-    bag = DagBag(dag_folder=settings.DAGS_FOLDER, collect_dags=False)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, _BUNDLE_NAME, None)
+    register_dag(dag)
 
 
 def connection_env(conn_id: str, **fields: Any) -> tuple[str, str]:
