@@ -141,6 +141,16 @@ def test_timeout_stops_the_remote_run(dify_emulator: DifyEmulator, dag_id: str, 
     assert "Stopped Dify run" in result.log("run")
 
 
+def test_deferred_execution_timeout_stops_the_remote_run(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    """Airflow does not enforce execution_timeout while deferred; the trigger carries it."""
+    dify_emulator.script("echo", Scenario(hold=True))
+    result = run_dag(op_dag(dag_id, deferrable=True, execution_timeout=timedelta(seconds=1)))
+    assert result.state == "failed"
+    (run,) = dify_emulator.runs.values()
+    assert run.status == "stopped"
+    assert "execution_timeout" in result.log("run")
+
+
 def test_on_kill_stops_the_remote_run(dify_emulator: DifyEmulator) -> None:
     dify_emulator.script("echo", Scenario(hold=True))
     from dify_helpers import start_run

@@ -49,8 +49,11 @@ def test_each_terminal_status(dify_emulator: DifyEmulator, dag_id: str, mode: st
     assert result.state == dag_state
     assert detail_polls(dify_emulator, run_id) >= 2  # it really waited
     assert text in result.log("wait")
+    key = dify_emulator.api_key("echo")
+    assert key not in result.log("wait")
     if dag_state == "success":
         detail = result.xcom("wait")
+        assert key not in json.dumps(detail)
         assert detail["status"] == status
         assert detail["outputs"]["text"] == "HI"
         assert detail["total_tokens"] > 0
@@ -98,16 +101,19 @@ def test_unknown_run_fails_clearly(dify_emulator: DifyEmulator, dag_id: str, mod
     assert result.ti("wait").try_number == 1  # no retries: it cannot get better
 
 
-def test_bad_key_fails_clearly(dify_emulator: DifyEmulator, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_key_fails_clearly(dify_emulator: DifyEmulator, dag_id: str, monkeypatch: pytest.MonkeyPatch,
+                               mode: str) -> None:
     run_id = start_run(dify_emulator)
     conn = json.loads(dify_emulator.airflow_connection_json())
     conn["password"] = "app-wrong-key-123"
     monkeypatch.setenv("AIRFLOW_CONN_DIFY_DEFAULT", json.dumps(conn))
-    result = run_dag(sensor_dag(dag_id, run_id))
+    result = run_dag(sensor_dag(dag_id, run_id, retries=1, **MODES[mode]))
     assert result.state == "failed"
     log = result.log("wait")
     assert "refused the connection's API key" in log
     assert "app-wrong-key-123" not in log
+    assert result.ti("wait").try_number == 1
 
 
 def test_invalid_run_id_fails_before_any_request(dify_emulator: DifyEmulator, dag_id: str) -> None:
