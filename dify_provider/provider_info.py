@@ -49,19 +49,37 @@ CONNECTION_EXTRAS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The ``chenyu`` connection's extras: the transport settings of the ``dify`` form (same labels,
+#: schemas and defaults, read by the same hook code), described for Chenyu.
+CHENYU_CONNECTION_EXTRAS: dict[str, dict[str, Any]] = {
+    "timeout": {**CONNECTION_EXTRAS["timeout"],
+                "description": "Per-request timeout for progress reads; runs are polled, never held open."},
+    "verify_ssl": {**CONNECTION_EXTRAS["verify_ssl"],
+                   "description": "Leave on for chenyu.cn; turn off only for a test endpoint with a self-signed "
+                                  "certificate."},
+    "ca_bundle": CONNECTION_EXTRAS["ca_bundle"],
+    "proxy": {**CONNECTION_EXTRAS["proxy"], "description": "HTTP(S) proxy for reaching Chenyu."},
+}
+
 
 def provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-dify",
         "name": "Dify",
-        "description": "Run Dify workflows from Airflow: hook, operator, sensor, deferrable trigger, emulator.",
+        "description": "Run Dify workflows from Airflow: hook, operator, sensor, deferrable trigger, emulator; "
+        "wait for Chenyu workflow runs.",
         "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Dify",
                 "external-doc-url": "https://docs.dify.ai/",
                 "tags": ["ai", "service"],
-            }
+            },
+            {
+                "integration-name": "Chenyu",
+                "external-doc-url": "https://www.chenyu.cn/",
+                "tags": ["ai", "service"],
+            },
         ],
         "connection-types": [
             {
@@ -74,11 +92,31 @@ def provider_info() -> dict[str, Any]:
                     "placeholders": {"host": "https://api.dify.ai/v1", "password": "app-..."},
                 },
                 "conn-fields": CONNECTION_EXTRAS,
-            }
+            },
+            {
+                "hook-class-name": "dify_provider.hooks.chenyu.ChenyuHook",
+                "hook-name": "Chenyu",
+                "connection-type": "chenyu",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "API base URL", "password": "API key"},
+                    "placeholders": {"host": "https://www.chenyu.cn", "password": "Chenyu open-API key"},
+                },
+                "conn-fields": CHENYU_CONNECTION_EXTRAS,
+            },
         ],
-        "hooks": [{"integration-name": "Dify", "python-modules": ["dify_provider.hooks.dify"]}],
+        "hooks": [
+            {"integration-name": "Dify", "python-modules": ["dify_provider.hooks.dify"]},
+            {"integration-name": "Chenyu", "python-modules": ["dify_provider.hooks.chenyu"]},
+        ],
         "operators": [{"integration-name": "Dify", "python-modules": ["dify_provider.operators.workflow"]}],
-        "sensors": [{"integration-name": "Dify", "python-modules": ["dify_provider.sensors.workflow_run"]}],
-        "triggers": [{"integration-name": "Dify", "python-modules": ["dify_provider.triggers.workflow_run"]}],
+        "sensors": [
+            {"integration-name": "Dify", "python-modules": ["dify_provider.sensors.workflow_run"]},
+            {"integration-name": "Chenyu", "python-modules": ["dify_provider.sensors.chenyu"]},
+        ],
+        "triggers": [
+            {"integration-name": "Dify", "python-modules": ["dify_provider.triggers.workflow_run"]},
+            {"integration-name": "Chenyu", "python-modules": ["dify_provider.triggers.chenyu"]},
+        ],
         "extra-links": ["dify_provider.links.DifyRunLink"],
     }

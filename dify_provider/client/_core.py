@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 import tenacity
@@ -32,13 +32,14 @@ USER_AGENT = f"airflow-provider-dify/{__version__}"
 T = TypeVar("T")
 
 
-def normalize_base_url(value: str | None) -> str:
+def normalize_base_url(value: str | None, *, default: str = DEFAULT_BASE_URL, default_path: str = "/v1") -> str:
     """Accept what people paste: ``api.dify.ai``, ``https://host/v1/``, ``http://localhost``.
 
-    A URL with no path gets ``/v1`` because that is where Dify mounts the service API; any other
-    path is kept as given (self-hosted deployments behind a prefix).
+    A URL with no path gets ``default_path`` (``/v1``: where Dify mounts the service API; other
+    backends pass their own, possibly empty); any other path is kept as given (self-hosted
+    deployments behind a prefix).
     """
-    raw = (value or "").strip() or DEFAULT_BASE_URL
+    raw = (value or "").strip() or default
     if "://" not in raw:
         raw = "https://" + raw
     try:
@@ -46,13 +47,11 @@ def normalize_base_url(value: str | None) -> str:
     except httpx.InvalidURL as exc:
         raise e.DifyConfigError("base_url", f"{raw!r} is not a valid URL ({exc})") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise e.DifyConfigError(
-            "base_url", f"{raw!r} must be an http(s) URL with a host, e.g. https://api.dify.ai/v1"
-        )
+        raise e.DifyConfigError("base_url", f"{raw!r} must be an http(s) URL with a host, e.g. {default}")
     # httpx percent-encodes what a host cannot contain ("exa mple.com") instead of refusing it.
     if "%" in url.host or (url.port is not None and not 0 < url.port < 65536):
         raise e.DifyConfigError("base_url", f"{raw!r} has an invalid host or port")
-    path = url.path.rstrip("/") or "/v1"
+    path = url.path.rstrip("/") or default_path or "/"
     return str(url.copy_with(path=path, query=None, fragment=None)).rstrip("/")
 
 
@@ -78,19 +77,27 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 @dataclass(frozen=True)
-class ClientConfig:
-    """Everything needed to talk to one Dify app. The key is a ``SecretStr`` so that no repr,
-    log line or traceback of a config can show it."""
+class ServiceConfig:
+    """What every backend's client needs to reach one hosted service with one API key.
+
+    The key is a ``SecretStr`` so that no repr, log line or traceback of a config can show it.
+    Subclasses (one per backend) set the class-level defaults and may add fields; the transport
+    (pool, timeouts, TLS, proxy, retries) is configured the same way for all of them.
+    """
+
+    #: Used when ``base_url`` is empty, and shown as the example of a valid URL (set per backend).
+    default_base_url: ClassVar[str]
+    #: Path appended to a base URL given without one (``""``: none).
+    default_path: ClassVar[str] = ""
+    #: What to tell a user whose key is empty.
+    key_hint: ClassVar[str] = "set the API key"
 
     api_key: SecretStr
-    base_url: str = DEFAULT_BASE_URL
+    base_url: str = ""
     timeout: float = 30.0
     connect_timeout: float = 10.0
-    #: A stream that sends nothing (not even Dify's 10 s pings) for this long is dead.
-    stream_idle_timeout: float = 45.0
     verify: bool | str = True
     proxy: str | None = None
-    user: str = DEFAULT_USER
     max_connections: int = 20
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -98,15 +105,12 @@ class ClientConfig:
         if not isinstance(self.api_key, SecretStr):
             object.__setattr__(self, "api_key", SecretStr(str(self.api_key)))
         if not self.api_key.get_secret_value().strip():
-            raise e.DifyConfigError("api_key", "is empty: set the Dify app API key (starts with 'app-')")
-        object.__setattr__(self, "base_url", normalize_base_url(self.base_url))
-        for name in ("timeout", "connect_timeout", "stream_idle_timeout"):
+            raise e.DifyConfigError("api_key", f"is empty: {self.key_hint}")
+        object.__setattr__(self, "base_url", normalize_base_url(
+            self.base_url, default=self.default_base_url, default_path=self.default_path))
+        for name in ("timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise e.DifyConfigError(name, "must be a positive number of seconds")
-        if self.stream_idle_timeout <= 10:
-            raise e.DifyConfigError(
-                "stream_idle_timeout", "must exceed Dify's 10 s ping interval or live streams look dead"
-            )
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key.get_secret_value()}", "User-Agent": USER_AGENT}
@@ -114,8 +118,37 @@ class ClientConfig:
     def httpx_timeout(self, read: float | None = None) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout, read=read or self.timeout)
 
+    def stream_read_timeout(self) -> float:
+        """Read timeout of a streamed body; a backend with streams overrides it."""
+        return self.timeout
+
     def limits(self) -> httpx.Limits:
         return httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
+
+
+@dataclass(frozen=True)
+class ClientConfig(ServiceConfig):
+    """Everything needed to talk to one Dify app (one app API key)."""
+
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
+    default_path: ClassVar[str] = "/v1"
+    key_hint: ClassVar[str] = "set the Dify app API key (starts with 'app-')"
+
+    #: A stream that sends nothing (not even Dify's 10 s pings) for this long is dead.
+    stream_idle_timeout: float = 45.0
+    user: str = DEFAULT_USER
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stream_idle_timeout <= 0:
+            raise e.DifyConfigError("stream_idle_timeout", "must be a positive number of seconds")
+        if self.stream_idle_timeout <= 10:
+            raise e.DifyConfigError(
+                "stream_idle_timeout", "must exceed Dify's 10 s ping interval or live streams look dead"
+            )
+
+    def stream_read_timeout(self) -> float:
+        return self.stream_idle_timeout
 
 
 class Retry(Enum):
@@ -145,7 +178,7 @@ class Call(Generic[T]):
     url: str | None = None
 
 
-def request_args(config: ClientConfig, call: Call[Any], *, stream: bool = False) -> dict[str, Any]:
+def request_args(config: ServiceConfig, call: Call[Any], *, stream: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``httpx.Client.build_request``; streams get the idle timeout as
     their read timeout, which is exactly an inactivity timeout for a chunked SSE body."""
     headers = config.headers()
@@ -153,7 +186,7 @@ def request_args(config: ClientConfig, call: Call[Any], *, stream: bool = False)
         del headers["Authorization"]
     if stream:
         headers["Accept"] = "text/event-stream"
-    timeout = config.httpx_timeout(config.stream_idle_timeout if stream else None)
+    timeout = config.httpx_timeout(config.stream_read_timeout() if stream else None)
     return {
         "method": call.method, "url": call.url or config.base_url + call.path, "params": call.params,
         "json": call.json, "files": call.files, "data": call.data, "headers": headers,
@@ -164,7 +197,8 @@ def request_args(config: ClientConfig, call: Call[Any], *, stream: bool = False)
 # --- error mapping ------------------------------------------------------------------------
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_header(response: httpx.Response) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (number or HTTP date); None when absent or garbage."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -233,19 +267,19 @@ def raise_for_status(response: httpx.Response, path: str) -> None:
     env = _envelope(response)
     raise error_for(
         response.status_code, env.code, env.message, path=path,
-        retry_after=_retry_after(response), params=env.params,
+        retry_after=retry_after_header(response), params=env.params,
     )
 
 
-def transport_error(exc: httpx.TransportError, path: str) -> e.DifyTransportError:
+def transport_error(exc: httpx.TransportError, path: str, *, service: str = "Dify") -> e.DifyTransportError:
     """Translate httpx's transport failures, keeping only what is safe to show (never headers)."""
     what = type(exc).__name__
     detail = str(exc) or what
     if isinstance(exc, httpx.TimeoutException):
-        return e.DifyTimeoutError(f"Dify did not answer {path} in time ({what}: {detail})", sent=True)
+        return e.DifyTimeoutError(f"{service} did not answer {path} in time ({what}: {detail})", sent=True)
     # Only a refused/failed connect proves nothing was sent. (httpx-aiohttp reports a server
     # disconnect as ConnectTimeout, which is why ConnectTimeout does not count as "not sent".)
-    return e.DifyConnectionError(f"could not reach Dify for {path} ({what}: {detail})",
+    return e.DifyConnectionError(f"could not reach {service} for {path} ({what}: {detail})",
                                  sent=not isinstance(exc, httpx.ConnectError))
 
 
@@ -268,15 +302,22 @@ def retry_after_of(exc: BaseException | None) -> float | None:
     return exc.retry_after if isinstance(exc, e.DifyAPIError) else None
 
 
-def tenacity_args(policy: RetryPolicy, kind: Retry, sleep: Callable[[float], Any]) -> dict[str, Any]:
-    """Arguments for ``tenacity.Retrying``/``AsyncRetrying``: one policy for both clients."""
+def tenacity_args(policy: RetryPolicy, kind: Retry, sleep: Callable[[float], Any], *,
+                  elapsed: float = 0.0) -> dict[str, Any]:
+    """Arguments for ``tenacity.Retrying``/``AsyncRetrying``: one policy for both clients.
+
+    ``elapsed``: seconds already spent on this call before tenacity took over (the async client
+    makes its first attempt without tenacity, see ``AsyncDifyClient._call``), so the time limit
+    still counts from the first attempt.
+    """
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         return policy.backoff(state.attempt_number, retry_after_of(exc))
 
     return {
-        "stop": tenacity.stop_after_attempt(policy.max_attempts) | tenacity.stop_before_delay(policy.max_elapsed),
+        "stop": tenacity.stop_after_attempt(policy.max_attempts)
+        | tenacity.stop_before_delay(policy.max_elapsed - elapsed),
         "wait": wait,
         "retry": tenacity.retry_if_exception(lambda exc: retryable(exc, kind)),
         "reraise": True,

@@ -7,7 +7,7 @@ Dify's response body and the request path only, never from headers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 # Dify error codes (dify-api.md section 6) that this library treats specially.
 CODE_INVALID_PARAM = "invalid_param"
@@ -68,7 +68,13 @@ class DifyResponseError(DifyError):
 
 
 class DifyAPIError(DifyError):
-    """Dify answered with an error envelope ``{code, message, status}``."""
+    """Dify answered with an error envelope ``{code, message, status}``.
+
+    Other backends subclass this (and the classes below, by meaning) so that retry rules and
+    waiters that decide by meaning work for every backend; ``service`` names who answered.
+    """
+
+    service: ClassVar[str] = "Dify"
 
     def __init__(
         self,
@@ -89,7 +95,7 @@ class DifyAPIError(DifyError):
         self.retry_after = retry_after
         self.params = params
         where = f" on {path}" if path else ""
-        text = f"Dify API error {status} {code}{where}: {message}"
+        text = f"{self.service} API error {status} {code}{where}: {message}"
         if hint:
             text += f" ({hint})"
         super().__init__(text)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Literal, Self, TypeVar, overload
 
 import httpx
@@ -19,9 +17,9 @@ from dify_provider.client._core import (
     ClientConfig,
     raise_for_status,
     request_args,
-    tenacity_args,
     transport_error,
 )
+from dify_provider.client._transport import SyncServiceClient
 from dify_provider.client.models import (
     AppInfo,
     AppParameters,
@@ -109,38 +107,14 @@ class WorkflowStream:
         self.close()
 
 
-class DifyClient:
+class DifyClient(SyncServiceClient[ClientConfig]):
     """Pooled, retrying client for one Dify app (one API key). Use as a context manager, or
     call :meth:`close` yourself: the pool holds sockets."""
 
-    def __init__(self, config: ClientConfig, *, transport: httpx.BaseTransport | None = None,
-                 sleep: Any = time.sleep) -> None:
-        self.config = config
-        self._sleep = sleep
-        self.http = httpx.Client(
-            timeout=config.httpx_timeout(), limits=config.limits(), verify=config.verify,
-            proxy=None if transport else config.proxy, transport=transport, follow_redirects=False,
-        )
+    service = "Dify"
 
-    def __repr__(self) -> str:
-        return f"DifyClient(base_url={self.config.base_url!r})"
-
-    # --- plumbing --------------------------------------------------------------------------
-
-    def _retry_args(self, call: Call[Any]) -> dict[str, Any]:
-        return tenacity_args(self.config.retry, call.retry, self._sleep)
-
-    def _call(self, call: Call[T]) -> T:
-        def once() -> T:
-            try:
-                response = self.http.send(self.http.build_request(**request_args(self.config, call)))
-            except httpx.TransportError as exc:
-                raise transport_error(exc, call.path) from exc
-            raise_for_status(response, call.path)
-            return call.parse(response)
-
-        result: T = tenacity.Retrying(**self._retry_args(call))(once)
-        return result
+    def _raise_for_status(self, response: httpx.Response, path: str) -> None:
+        raise_for_status(response, path)
 
     # --- API -------------------------------------------------------------------------------
 
@@ -187,15 +161,3 @@ class DifyClient:
 
     def get_server_version(self) -> ServerInfo:
         return self._call(_api.get_server_version(self.config))
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -1,13 +1,16 @@
 """Framework-free waiting primitives: what one poll concluded, and when to poll next.
 
-A backend (Dify today) turns its own answer, or its own error, into a :class:`Snapshot`; every
+A backend (Dify, Chenyu) turns its own answer, or its own error, into a :class:`Snapshot`; every
 waiter (poke-mode sensor, trigger, streaming operator) acts on snapshots only, so the rules for
 "done, failed, keep waiting" exist once whatever the backend or the Airflow mode.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,13 @@ EVENT_VERSION = 1
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One poll's conclusion. ``detail`` is JSON-safe and small: it goes to XCom and events."""
+    """One poll's conclusion. ``detail`` is JSON-safe and small: it goes to XCom and events.
+
+    ``progress`` is what a person watching the task log should see for this poll (a backend's
+    percent, queue position, new run-log lines). Waiters log each distinct line once per wait,
+    and while a run waits these lines take the place of the per-poll ``message``. It never goes
+    into events: only the waiter that polled shows it.
+    """
 
     verdict: Verdict
     reason: Reason
@@ -29,6 +38,7 @@ class Snapshot:
     message: str
     status: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    progress: tuple[str, ...] = ()
 
     def to_event(self) -> dict[str, Any]:
         return {
@@ -84,6 +94,20 @@ def snapshot_of_run(run: WorkflowRun, policy: WaitPolicy, *, console_link: str |
                     run.summary())
 
 
+@dataclass(frozen=True)
+class RunKind:
+    """How messages name one backend's runs, so generic waiters speak each backend's language."""
+
+    #: "Dify workflow run", "Chenyu run": what "<noun> <id> not found" is about.
+    noun: str
+    #: Who refused a key ("Dify", "Chenyu").
+    service: str
+    #: Why a run may not be found, for the person fixing it.
+    not_found_hint: str
+
+
+DIFY_RUN = RunKind("Dify workflow run", "Dify", "wrong id, another app's key, or older than the log retention")
+
 #: Errors that say nothing about the run: the wait goes on, bounded by its timeout.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     e.DifyTransportError,
@@ -93,27 +117,28 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def snapshot_of_error(run_id: str, exc: e.DifyError) -> Snapshot:
+def snapshot_of_error(run_id: str, exc: e.DifyError, kind: RunKind = DIFY_RUN) -> Snapshot:
     if isinstance(exc, TRANSIENT_ERRORS):
         return Snapshot(Verdict.WAIT, Reason.ERROR, run_id, f"transient error, still waiting: {exc}")
     if isinstance(exc, e.DifyNotFoundError):
         return Snapshot(Verdict.FAILURE, Reason.NOT_FOUND, run_id,
-                        f"Dify workflow run {run_id} not found: wrong id, another app's key, or older than "
-                        "the log retention")
+                        f"{kind.noun} {run_id} not found: {kind.not_found_hint}")
     if isinstance(exc, e.DifyAuthError):
-        return Snapshot(Verdict.FAILURE, Reason.AUTH, run_id, f"Dify refused the connection's API key: {exc}")
+        return Snapshot(Verdict.FAILURE, Reason.AUTH, run_id, f"{kind.service} refused the connection's API key: {exc}")
     return Snapshot(Verdict.FAILURE, Reason.ERROR, run_id, str(exc))
 
 
-def timeout_snapshot(run_id: str, reason: Reason, waited: float, last: Snapshot | None) -> Snapshot:
+def timeout_snapshot(run_id: str, reason: Reason, waited: float, last: Snapshot | None,
+                     kind: RunKind = DIFY_RUN) -> Snapshot:
     what = "execution_timeout" if reason is Reason.EXECUTION_TIMEOUT else "timeout"
     status = last.status if last else None
     return Snapshot(Verdict.FAILURE, reason, run_id,
-                    f"gave up waiting for Dify workflow run {run_id} after {_human(waited)} ({what}); "
+                    f"gave up waiting for {kind.noun} {run_id} after {human_duration(waited)} ({what}); "
                     f"last status: {status or 'unknown'}", status, last.detail if last else {})
 
 
-def _human(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.0 h``: durations in messages people read, never raw epochs."""
     seconds = max(0.0, seconds)
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -147,3 +172,55 @@ class PollSchedule:
         if self.max_interval is None or elapsed < self.grace:
             return self.interval
         return min(self.max_interval, max(self.interval, self.ratio * elapsed))
+
+
+class WaitLogger:
+    """Logs a waiting run without flooding the task log: paused and unknown statuses once,
+    transient errors as warnings, other status messages at info.
+
+    A backend's progress lines (:attr:`Snapshot.progress`) are shown each once per wait, and
+    while a run waits they replace the per-poll message: a person watching sees the percent when
+    it moves and each run-log line exactly once, not the same status line every few seconds.
+    The memory of shown lines is exportable (:meth:`shown`) so a waiter that is a new process at
+    every poll (a rescheduled sensor) can carry it over.
+    """
+
+    #: A run printing more lines than this may show the oldest of them again; bounds the memory.
+    MAX_REMEMBERED = 5000
+
+    def __init__(self, log: logging.Logger | Any, shown: Iterable[str] = ()) -> None:
+        self._log = log
+        self._said: set[Reason] = set()
+        # Digests, not lines: small enough to persist between the pokes of a rescheduled sensor.
+        self._shown: dict[str, None] = dict.fromkeys(shown)
+
+    def __call__(self, snapshot: Snapshot) -> bool:
+        """Log one waiting snapshot; True if it showed a progress line not shown before."""
+        new = self.show_progress(snapshot)
+        if snapshot.reason is Reason.ERROR:
+            self._log.warning("%s", snapshot.message)
+        elif snapshot.reason in (Reason.PAUSED, Reason.UNKNOWN_STATUS):
+            if snapshot.reason not in self._said:
+                self._said.add(snapshot.reason)
+                self._log.warning("%s", snapshot.message)
+        elif not snapshot.progress:
+            self._log.info("%s", snapshot.message)
+        return new
+
+    def show_progress(self, snapshot: Snapshot) -> bool:
+        """Log the snapshot's progress lines not shown yet; True if any was."""
+        new = False
+        for line in snapshot.progress:
+            digest = hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
+            if digest in self._shown:
+                continue
+            self._shown[digest] = None
+            new = True
+            self._log.info("%s", line)
+        while len(self._shown) > self.MAX_REMEMBERED:
+            del self._shown[next(iter(self._shown))]
+        return new
+
+    def shown(self) -> list[str]:
+        """The memory of lines already shown (opaque digests), oldest first."""
+        return list(self._shown)

@@ -6,20 +6,17 @@ The hook holds no HTTP logic of its own: everything that talks to Dify is in
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any
 
 from airflow.sdk import BaseHook, Connection
-from pydantic import SecretStr
 
 from dify_provider.client import AsyncDifyClient, ClientConfig, DifyClient, DifyConfigError, DifyError
 from dify_provider.client._core import NO_RETRY
 from dify_provider.client.async_ import fast_transport
+from dify_provider.hooks.base import AsyncClientPool, extra_value, for_connection, transport_kwargs
 from dify_provider.provider_info import CONNECTION_EXTRAS
 
 
@@ -32,47 +29,18 @@ class DifySettings:
     app_id: str | None
 
 
-def _extra(extras: dict[str, Any], name: str) -> Any:
-    value = extras.get(name)
-    if value is None or value == "":
-        return CONNECTION_EXTRAS[name]["schema"]["default"]
-    return value
-
-
 def settings_from_connection(conn: Connection) -> DifySettings:
     """Every mistake here is reported with the connection field to fix, before any request."""
-    conn_id = conn.conn_id
-    key = conn.password or ""
-    if not key.strip():
-        raise DifyConfigError(
-            f"connection {conn_id!r}.password", "is empty: put the Dify app API key (app-...) in the Password field"
-        )
+    transport = transport_kwargs(
+        conn, CONNECTION_EXTRAS, key_hint="put the Dify app API key (app-...) in the Password field")
     extras = conn.extra_dejson
     try:
-        timeout = float(_extra(extras, "timeout"))
-    except (TypeError, ValueError):
-        raise DifyConfigError(f"connection {conn_id!r}.extra.timeout", "must be a number of seconds") from None
-    verify: bool | str = bool(_extra(extras, "verify_ssl"))
-    ca_bundle = str(_extra(extras, "ca_bundle") or "")
-    if ca_bundle and verify:
-        verify = ca_bundle
-    host = conn.host or ""
-    if host and conn.port and "://" in host and host.count(":") == 1:
-        host = f"{host.rstrip('/')}:{conn.port}"
-    try:
-        config = ClientConfig(
-            api_key=SecretStr(key),
-            base_url=host,
-            timeout=timeout,
-            verify=verify,
-            proxy=str(_extra(extras, "proxy") or "") or None,
-            user=str(_extra(extras, "default_user")),
-        )
+        config = ClientConfig(**transport, user=str(extra_value(extras, "default_user", CONNECTION_EXTRAS)))
     except DifyConfigError as exc:
-        raise DifyConfigError(f"connection {conn_id!r}.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+        raise for_connection(conn.conn_id, exc) from None
     return DifySettings(
         config=config,
-        console_url=str(_extra(extras, "console_url")).rstrip("/"),
+        console_url=str(extra_value(extras, "console_url", CONNECTION_EXTRAS)).rstrip("/"),
         app_id=str(extras.get("app_id") or "") or None,
     )
 
@@ -131,52 +99,14 @@ class DifyHook(BaseHook):
         return True, f"Connected to {version}: app {info.name!r} (mode {info.mode}){note}"
 
 
-class SharedAsyncClients:
-    """One pooled async client per (event loop, connection) for the whole triggerer process.
-
-    A triggerer may hold thousands of waiting triggers; a client each (or, worse, one per poll)
-    costs a handshake and a pool per trigger. Sharing one per connection bounds sockets by the
-    pool size. Keyed by the loop object (weakly), because a client is bound to the loop that
-    created it. The connection is re-read every ``refresh_seconds`` so a rotated key is picked up
-    without restarting the triggerer.
-    """
-
-    refresh_seconds: ClassVar[float] = 300.0
-    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Entry]]] = (
-        weakref.WeakKeyDictionary()
-    )
+class SharedAsyncClients(AsyncClientPool[ClientConfig, AsyncDifyClient]):
+    """One pooled :class:`AsyncDifyClient` per (event loop, Dify connection) for the whole
+    triggerer process; see :class:`~dify_provider.hooks.base.AsyncClientPool`."""
 
     @classmethod
-    async def get(cls, conn_id: str) -> AsyncDifyClient:
-        entries = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
-        entry = entries.get(conn_id)
-        if entry is None:
-            entry = entries[conn_id] = _Entry()
-        if entry.client is not None and time.monotonic() - entry.fetched < cls.refresh_seconds:
-            return entry.client
-        async with entry.lock:
-            if entry.client is None or time.monotonic() - entry.fetched >= cls.refresh_seconds:
-                settings = await DifyHook(dify_conn_id=conn_id).asettings()
-                if entry.client is None or entry.client.config != settings.config:
-                    old, entry.client = entry.client, AsyncDifyClient(
-                        settings.config, transport=fast_transport(settings.config)
-                    )
-                    if old is not None:
-                        await old.aclose()
-                entry.fetched = time.monotonic()
-            return entry.client
+    async def load_config(cls, conn_id: str) -> ClientConfig:
+        return (await DifyHook(dify_conn_id=conn_id).asettings()).config
 
     @classmethod
-    async def close_all(cls) -> None:
-        """For tests and benchmarks; a triggerer simply exits."""
-        entries = cls._by_loop.pop(asyncio.get_running_loop(), {})
-        for entry in entries.values():
-            if entry.client is not None:
-                await entry.client.aclose()
-
-
-@dataclass
-class _Entry:
-    client: AsyncDifyClient | None = None
-    fetched: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    def make_client(cls, config: ClientConfig) -> AsyncDifyClient:
+        return AsyncDifyClient(config, transport=fast_transport(config))

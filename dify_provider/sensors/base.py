@@ -2,7 +2,8 @@
 
 A backend supplies three things: how to check its id before any request, one synchronous
 poll, and the trigger to defer to. Everything else (the terminal rules, timeouts, soft_fail,
-backoff, the log) is here once.
+backoff, the log and its progress lines) is here once; backend-specific wait options belong to
+the subclass, which passes them to its trigger in ``build_trigger``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dify_provider.client.errors import DifyConfigError
-from dify_provider.client.status import Verdict, WaitPolicy
+from dify_provider.client.status import Verdict
 from dify_provider.client.waiting import PollSchedule, Snapshot
 from dify_provider.outcome import WaitLogger, conclude
 from dify_provider.triggers.base import RunPollingTrigger
@@ -34,8 +35,6 @@ class RunPollingSensor(BaseSensorOperator):
     :param timeout: seconds to wait before failing (or skipping, with ``soft_fail``).
     :param deferrable: wait in the triggerer instead of a worker slot; defaults to
         ``[operators] default_deferrable``.
-    :param fail_on_partial: fail when the run partially succeeded (default: succeed, warn).
-    :param fail_on_paused: fail when the run pauses for human input (default: keep waiting).
     """
 
     def __init__(
@@ -44,8 +43,6 @@ class RunPollingSensor(BaseSensorOperator):
         poke_interval: float = 5.0,
         max_poke_interval: float | None = None,
         deferrable: bool | None = None,
-        fail_on_partial: bool = False,
-        fail_on_paused: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -53,14 +50,8 @@ class RunPollingSensor(BaseSensorOperator):
         # Read when the DAG is parsed, not when this module is imported, so env changes apply.
         self.deferrable = (conf.getboolean("operators", "default_deferrable", fallback=False)
                            if deferrable is None else deferrable)
-        self.fail_on_partial = fail_on_partial
-        self.fail_on_paused = fail_on_paused
         # Checked at parse time, so a bad DAG fails to load instead of failing at run time.
         self.schedule = PollSchedule(float(self.poke_interval), max_poke_interval)
-
-    @property
-    def policy(self) -> WaitPolicy:
-        return WaitPolicy(fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused)
 
     @abstractmethod
     def validate_run_id(self) -> str:
@@ -74,10 +65,31 @@ class RunPollingSensor(BaseSensorOperator):
     def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> RunPollingTrigger:
         """The trigger to defer to, given the shared keyword arguments and the last poll."""
 
-    def _say(self, snapshot: Snapshot) -> None:
+    def _logger(self, context: Context, snapshot: Snapshot) -> WaitLogger:
+        """One logger per wait. A rescheduled sensor is a new process at every poke, so the
+        memory of progress lines already shown lives in the task state store, per try (read
+        only when there are progress lines: backends without them never touch the store)."""
         if not hasattr(self, "_wait_logger"):
-            self._wait_logger = WaitLogger(self.log)
-        self._wait_logger(snapshot)
+            stored = self._stored_progress(context) if snapshot.progress else {}
+            self._wait_logger = WaitLogger(self.log, stored.get("shown", ()))
+        return self._wait_logger
+
+    def _stored_progress(self, context: Context) -> dict[str, Any]:
+        store = context.get("task_state_store") if self.reschedule else None
+        value = store.get(PROGRESS_KEY) if store is not None else None
+        if isinstance(value, dict) and value.get("try") == _try_number(context):
+            return value
+        return {}
+
+    def _say(self, context: Context, snapshot: Snapshot, *, final: bool = False) -> None:
+        logger = self._logger(context, snapshot)
+        if final:  # the run's last log lines; nothing to remember after that
+            logger.show_progress(snapshot)
+            return
+        store = context.get("task_state_store") if self.reschedule else None
+        if logger(snapshot) and store is not None:
+            shown: list[Any] = logger.shown()
+            store.set(PROGRESS_KEY, {"try": _try_number(context), "shown": shown})
 
     def _checked_run_id(self) -> str:
         try:
@@ -88,8 +100,9 @@ class RunPollingSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         snapshot = self.poll_once()
         if snapshot.verdict is Verdict.WAIT:
-            self._say(snapshot)
+            self._say(context, snapshot)
             return False
+        self._say(context, snapshot, final=True)
         return PokeReturnValue(is_done=True, xcom_value=conclude(snapshot, self.log, terminal_failure_retries=False))
 
     def execute(self, context: Context) -> Any:
@@ -98,13 +111,13 @@ class RunPollingSensor(BaseSensorOperator):
             return super().execute(context)
         snapshot = self.poll_once()  # already over? then no deferral round trip at all
         if snapshot.verdict is not Verdict.WAIT:
+            self._say(context, snapshot, final=True)
             return conclude(snapshot, self.log, terminal_failure_retries=False)
         now = time.time()  # waiting messages are the trigger's to log, once
         deadline = now + self.execution_timeout.total_seconds() if self.execution_timeout else None
         trigger = self.build_trigger(
             run_id, poll_interval=float(self.poke_interval), max_poll_interval=self.max_poke_interval,
-            started_at=now, end_time=now + self.timeout, execution_deadline=deadline,
-            fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, last=snapshot,
+            started_at=now, end_time=now + self.timeout, execution_deadline=deadline, last=snapshot,
         )
         # The trigger owns the timeout (it checks the run one last time at the deadline); the
         # framework's deferral timeout is only a backstop should the triggerer be gone for good.
@@ -122,3 +135,12 @@ class RunPollingSensor(BaseSensorOperator):
         # Airflow's own exponential backoff doubles from the first poke; ours keeps the first
         # 30 s at the base interval so short runs are not seen later (see PollSchedule).
         return self.schedule.delay(run_duration())
+
+
+#: Task state store key of a rescheduled sensor's progress-line memory.
+PROGRESS_KEY = "dify_provider.wait_progress"
+
+
+def _try_number(context: Context) -> int | None:
+    ti = context.get("ti")
+    return getattr(ti, "try_number", None)

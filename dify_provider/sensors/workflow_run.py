@@ -7,6 +7,7 @@ from typing import Any
 
 from dify_provider.client._core import check_uuid
 from dify_provider.client.errors import DifyError
+from dify_provider.client.status import WaitPolicy
 from dify_provider.client.waiting import Snapshot, snapshot_of_error, snapshot_of_run
 from dify_provider.hooks.dify import DifyHook
 from dify_provider.links import console_logs_url
@@ -25,6 +26,8 @@ class WorkflowRunSensor(RunPollingSensor):
     :param workflow_run_id: the run to wait for (templated), e.g.
         ``"{{ ti.xcom_pull(task_ids='run', key='workflow_run_id') }}"``.
     :param dify_conn_id: connection of type ``dify`` for the app that owns the run.
+    :param fail_on_partial: fail when the run partially succeeded (default: succeed, warn).
+    :param fail_on_paused: fail when the run pauses for human input (default: keep waiting).
 
     See :class:`~dify_provider.sensors.base.RunPollingSensor` for the waiting options.
     """
@@ -33,10 +36,16 @@ class WorkflowRunSensor(RunPollingSensor):
     ui_color = "#e8f0fe"
 
     def __init__(self, *, workflow_run_id: str, dify_conn_id: str = DifyHook.default_conn_name,
-                 **kwargs: Any) -> None:
+                 fail_on_partial: bool = False, fail_on_paused: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.workflow_run_id = workflow_run_id
         self.dify_conn_id = dify_conn_id
+        self.fail_on_partial = fail_on_partial
+        self.fail_on_paused = fail_on_paused
+
+    @property
+    def policy(self) -> WaitPolicy:
+        return WaitPolicy(fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused)
 
     @cached_property
     def hook(self) -> DifyHook:
@@ -58,4 +67,4 @@ class WorkflowRunSensor(RunPollingSensor):
 
     def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> WorkflowRunTrigger:
         return WorkflowRunTrigger(run_id, self.dify_conn_id, console_link=getattr(self, "_console_link", None),
-                                  **common)
+                                  fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, **common)

@@ -12,12 +12,13 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dify_provider.client.status import Reason, Verdict, WaitPolicy
-from dify_provider.client.waiting import PollSchedule, Snapshot, timeout_snapshot
+from dify_provider.client.errors import DifyConfigError
+from dify_provider.client.status import Reason, Verdict
+from dify_provider.client.waiting import PollSchedule, RunKind, Snapshot, timeout_snapshot
 from dify_provider.outcome import WaitLogger
 
 #: ``on_kill`` must finish inside ``[triggerer] on_kill_timeout``; a stop call is quick or dead.
@@ -35,8 +36,16 @@ class RunPollingTrigger(BaseTrigger, ABC):
     :param started_at: epoch seconds when waiting began (backoff is computed from it).
     :param end_time: epoch seconds after which waiting stops with a ``timeout`` event.
     :param execution_deadline: epoch seconds of the task's ``execution_timeout``.
-    :param stop_on_kill: stop the remote run when a user kills the deferred task.
+    :param stop_on_kill: stop the remote run when a user kills the deferred task (backends
+        whose API can stop a run implement :meth:`stop_run`).
+
+    A backend implements :meth:`poll` (one look, errors mapped to snapshots), ``serialize()``
+    (its own ids plus :meth:`common_kwargs`), sets :attr:`run_kind`, and may implement
+    :meth:`stop_run`; backend-specific wait options belong to the subclass.
     """
+
+    #: How messages (timeouts) name this backend's runs.
+    run_kind: ClassVar[RunKind]
 
     def __init__(
         self,
@@ -48,8 +57,6 @@ class RunPollingTrigger(BaseTrigger, ABC):
         started_at: float | None = None,
         end_time: float | None = None,
         execution_deadline: float | None = None,
-        fail_on_partial: bool = False,
-        fail_on_paused: bool = False,
         stop_on_kill: bool = False,
     ) -> None:
         super().__init__()
@@ -60,11 +67,10 @@ class RunPollingTrigger(BaseTrigger, ABC):
         self.started_at = time.time() if started_at is None else started_at
         self.end_time = end_time
         self.execution_deadline = execution_deadline
-        self.fail_on_partial = fail_on_partial
-        self.fail_on_paused = fail_on_paused
+        if stop_on_kill and type(self).stop_run is RunPollingTrigger.stop_run:
+            raise DifyConfigError("stop_on_kill", f"{type(self).__name__} has no way to stop a run")
         self.stop_on_kill = stop_on_kill
         self.schedule = PollSchedule(poll_interval, max_poll_interval)
-        self.policy = WaitPolicy(fail_on_partial=fail_on_partial, fail_on_paused=fail_on_paused)
 
     def common_kwargs(self) -> dict[str, Any]:
         """What ``serialize()`` carries for the base class: plain values, no credentials."""
@@ -74,17 +80,24 @@ class RunPollingTrigger(BaseTrigger, ABC):
             "started_at": self.started_at,
             "end_time": self.end_time,
             "execution_deadline": self.execution_deadline,
-            "fail_on_partial": self.fail_on_partial,
-            "fail_on_paused": self.fail_on_paused,
             "stop_on_kill": self.stop_on_kill,
         }
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {**self.own_kwargs(), **self.common_kwargs()}
+
+    @abstractmethod
+    def own_kwargs(self) -> dict[str, Any]:
+        """The backend's own constructor arguments (ids, options): plain values, no credentials."""
 
     @abstractmethod
     async def poll(self) -> Snapshot:
         """One look at the run. Must not raise for backend errors: map them to snapshots."""
 
     async def stop_run(self) -> None:
-        """Stop the remote run (backends that can, override)."""
+        """Stop the remote run. Backends whose API can do it override this; the others refuse
+        ``stop_on_kill=True`` when built, rather than pretend on kill."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stop a run")
 
     def _deadline(self) -> tuple[float, Reason] | None:
         limits = [(t, r) for t, r in ((self.end_time, Reason.TIMEOUT),
@@ -100,6 +113,7 @@ class RunPollingTrigger(BaseTrigger, ABC):
                 self.log.exception("polling %s failed unexpectedly", self.run_id)
                 snapshot = Snapshot(Verdict.FAILURE, Reason.ERROR, self.run_id, f"{type(exc).__name__}: {exc}")
             if snapshot.verdict is not Verdict.WAIT:
+                say.show_progress(snapshot)  # the run's last log lines, before the worker resumes
                 yield TriggerEvent(snapshot.to_event())
                 return
             say(snapshot)
@@ -108,8 +122,8 @@ class RunPollingTrigger(BaseTrigger, ABC):
             if deadline is not None and now >= deadline[0]:
                 # The poll above was the last check at the deadline: a run that ended during the
                 # final sleep is reported as ended, not as a timeout.
-                yield TriggerEvent(timeout_snapshot(self.run_id, deadline[1], now - self.started_at, snapshot)
-                                   .to_event())
+                yield TriggerEvent(timeout_snapshot(self.run_id, deadline[1], now - self.started_at, snapshot,
+                                                    self.run_kind).to_event())
                 return
             delay = self.schedule.delay(now - self.started_at)
             if deadline is not None:

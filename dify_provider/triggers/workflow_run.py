@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dify_provider.client.errors import DifyError
-from dify_provider.client.waiting import Snapshot, snapshot_of_error, snapshot_of_run
+from dify_provider.client.status import WaitPolicy
+from dify_provider.client.waiting import DIFY_RUN, Snapshot, snapshot_of_error, snapshot_of_run
 from dify_provider.hooks.dify import SharedAsyncClients
 from dify_provider.triggers.base import RunPollingTrigger
 
@@ -13,28 +14,31 @@ from dify_provider.triggers.base import RunPollingTrigger
 class WorkflowRunTrigger(RunPollingTrigger):
     """Polls ``GET /workflows/run/{id}`` through the triggerer-wide shared client.
 
-    Serialised state: connection id, run id, poll settings, absolute deadlines, status options,
-    the console link for log messages, and (for runs our operator started) the Dify ``task_id``
-    and ``user`` needed to stop the run on kill. Never the API key.
+    Serialised state: connection id, run id, poll settings, absolute deadlines, status options
+    (``fail_on_partial``, ``fail_on_paused``), the console link for log messages, and (for runs
+    our operator started) the Dify ``task_id`` and ``user`` needed to stop the run on kill.
+    Never the API key.
     """
+
+    run_kind = DIFY_RUN
 
     def __init__(self, workflow_run_id: str, dify_conn_id: str = "dify_default", *,
                  task_id: str | None = None, user: str | None = None, console_link: str | None = None,
-                 **kwargs: Any) -> None:
+                 fail_on_partial: bool = False, fail_on_paused: bool = False, **kwargs: Any) -> None:
         super().__init__(run_id=workflow_run_id, conn_id=dify_conn_id, **kwargs)
         self.workflow_run_id = workflow_run_id
         self.dify_conn_id = dify_conn_id
         self.task_id = task_id
         self.user = user
         self.console_link = console_link
+        self.fail_on_partial = fail_on_partial
+        self.fail_on_paused = fail_on_paused
+        self.policy = WaitPolicy(fail_on_partial=fail_on_partial, fail_on_paused=fail_on_paused)
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"workflow_run_id": self.workflow_run_id, "dify_conn_id": self.dify_conn_id,
-             "task_id": self.task_id, "user": self.user, "console_link": self.console_link,
-             **self.common_kwargs()},
-        )
+    def own_kwargs(self) -> dict[str, Any]:
+        return {"workflow_run_id": self.workflow_run_id, "dify_conn_id": self.dify_conn_id,
+                "task_id": self.task_id, "user": self.user, "console_link": self.console_link,
+                "fail_on_partial": self.fail_on_partial, "fail_on_paused": self.fail_on_paused}
 
     async def poll(self) -> Snapshot:
         try:

@@ -1,0 +1,137 @@
+"""What every backend's hook shares: reading the transport part of a connection, and the
+triggerer-wide pool of async clients.
+
+A backend's hook adds only its own connection fields and its client classes; the rules for the
+key, base URL, timeout, TLS and proxy (and their error messages naming the field to fix) are the
+same for all backends, so they are written here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from airflow.sdk import Connection
+from pydantic import SecretStr
+
+from dify_provider.client.errors import DifyConfigError
+
+
+def extra_value(extras: Mapping[str, Any], name: str, fields: Mapping[str, Mapping[str, Any]]) -> Any:
+    """An extra's value, or its declared default when missing or empty (the UI stores "")."""
+    value = extras.get(name)
+    if value is None or value == "":
+        return fields[name]["schema"]["default"]
+    return value
+
+
+def transport_kwargs(conn: Connection, fields: Mapping[str, Mapping[str, Any]], *, key_hint: str) -> dict[str, Any]:
+    """Keyword arguments for a :class:`~dify_provider.client._core.ServiceConfig` subclass, read
+    from the connection's password, host, port and the transport extras (``timeout``,
+    ``verify_ssl``, ``ca_bundle``, ``proxy``). Every mistake names the connection field to fix."""
+    conn_id = conn.conn_id
+    key = conn.password or ""
+    if not key.strip():
+        raise DifyConfigError(f"connection {conn_id!r}.password", f"is empty: {key_hint}")
+    extras = conn.extra_dejson
+    try:
+        timeout = float(extra_value(extras, "timeout", fields))
+    except (TypeError, ValueError):
+        raise DifyConfigError(f"connection {conn_id!r}.extra.timeout", "must be a number of seconds") from None
+    verify: bool | str = bool(extra_value(extras, "verify_ssl", fields))
+    ca_bundle = str(extra_value(extras, "ca_bundle", fields) or "")
+    if ca_bundle and verify:
+        verify = ca_bundle
+    host = conn.host or ""
+    if host and conn.port and "://" in host and host.count(":") == 1:
+        host = f"{host.rstrip('/')}:{conn.port}"
+    return {
+        "api_key": SecretStr(key),
+        "base_url": host,
+        "timeout": timeout,
+        "verify": verify,
+        "proxy": str(extra_value(extras, "proxy", fields) or "") or None,
+    }
+
+
+def for_connection(conn_id: str | None, exc: DifyConfigError) -> DifyConfigError:
+    """Re-address a config error to the connection field it came from."""
+    return DifyConfigError(f"connection {conn_id!r}.{exc.field}", str(exc).split(": ", 1)[-1])
+
+
+class _AsyncClient(Protocol):
+    async def aclose(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=_AsyncClient)
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass
+class _Entry(Generic[ConfigT, ClientT]):
+    client: ClientT | None = None
+    config: ConfigT | None = None
+    fetched: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
+    """One pooled async client per (event loop, connection) for the whole triggerer process.
+
+    A triggerer may hold thousands of waiting triggers; a client each (or, worse, one per poll)
+    costs a handshake and a pool per trigger. Sharing one per connection bounds sockets by the
+    pool size. Keyed by the loop object (weakly), because a client is bound to the loop that
+    created it. The connection is re-read every ``refresh_seconds`` so a rotated key is picked up
+    without restarting the triggerer; the client is replaced only when the config changed.
+
+    A backend subclasses this with :meth:`load_config` (async connection lookup) and
+    :meth:`make_client`; each subclass keeps its own clients.
+    """
+
+    refresh_seconds: ClassVar[float] = 300.0
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Entry[Any, Any]]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._by_loop = weakref.WeakKeyDictionary()
+
+    @classmethod
+    @abstractmethod
+    async def load_config(cls, conn_id: str) -> ConfigT:
+        """Read the connection without blocking the loop; the config must compare by value."""
+
+    @classmethod
+    @abstractmethod
+    def make_client(cls, config: ConfigT) -> ClientT:
+        """A new pooled async client for ``config``."""
+
+    @classmethod
+    async def get(cls, conn_id: str) -> ClientT:
+        entries = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
+        entry: _Entry[ConfigT, ClientT] | None = entries.get(conn_id)
+        if entry is None:
+            entry = entries[conn_id] = _Entry()
+        if entry.client is not None and time.monotonic() - entry.fetched < cls.refresh_seconds:
+            return entry.client
+        async with entry.lock:
+            if entry.client is None or time.monotonic() - entry.fetched >= cls.refresh_seconds:
+                config = await cls.load_config(conn_id)
+                if entry.client is None or entry.config != config:
+                    old, entry.client, entry.config = entry.client, cls.make_client(config), config
+                    if old is not None:
+                        await old.aclose()
+                entry.fetched = time.monotonic()
+            return entry.client
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """For tests and benchmarks; a triggerer simply exits."""
+        entries = cls._by_loop.pop(asyncio.get_running_loop(), {})
+        for entry in entries.values():
+            if entry.client is not None:
+                await entry.client.aclose()
