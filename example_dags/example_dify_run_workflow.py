@@ -1,19 +1,30 @@
 """Run a Dify workflow and use its outputs downstream.
 
-The operator starts the run, waits for it (on the stream: completion is seen immediately) and
-returns the run's ``outputs`` dict; token usage lands in XCom under ``total_tokens``.
-Needs a ``dify_default`` connection (see the README; ``make demo`` points it at the emulator).
+The operator starts the run, waits for it (on the stream: completion is seen at once) and returns
+the run's ``outputs`` dict; token usage lands in XCom under ``total_tokens``. The task's
+"Dify run" button opens the run in the Dify console.
+
+Needs a ``dify_default`` connection, e.g. ``AIRFLOW_CONN_DIFY_DEFAULT`` (see the README;
+``make demo`` points it at the bundled emulator).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import XComArg, dag, task
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["dify", "example"])
+@dag(
+    doc_md=__doc__,
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["dify", "example"],
+)
 def example_dify_run_workflow() -> None:
     run = DifyRunWorkflowOperator(
         task_id="run",
@@ -21,12 +32,11 @@ def example_dify_run_workflow() -> None:
     )
 
     @task
-    def report(outputs: dict, ti=None) -> dict:  # type: ignore[no-untyped-def]
-        tokens = ti.xcom_pull(task_ids="run", key="total_tokens")
-        print(f"outputs={outputs} total_tokens={tokens}")
-        return {"outputs": outputs, "total_tokens": tokens}
+    def report(outputs: dict[str, Any], total_tokens: int) -> dict[str, Any]:
+        print(f"outputs={outputs} total_tokens={total_tokens}")
+        return {"outputs": outputs, "total_tokens": total_tokens}
 
-    report(run.output)
+    report(run.output, XComArg(run, key="total_tokens"))
 
 
 example_dify_run_workflow()

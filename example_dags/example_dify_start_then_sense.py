@@ -1,10 +1,12 @@
-"""Start a run without waiting, then wait for it with the deferrable sensor.
+"""Start a Dify run without waiting, then wait for it with the deferrable sensor.
 
 Useful when something else must happen between start and finish, or when the wait should not
-hold a worker slot: the sensor waits in the triggerer.
+hold a worker slot: the sensor waits in the triggerer (run ``airflow triggerer``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
@@ -13,12 +15,18 @@ from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["dify", "example"])
+@dag(
+    doc_md=__doc__,
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["dify", "example"],
+)
 def example_dify_start_then_sense() -> None:
     start = DifyRunWorkflowOperator(
         task_id="start",
         inputs={"text": "started, not awaited"},
-        wait_for_termination=False,
+        wait_for_termination=False,  # returns once Dify names the run; its id is in XCom
     )
     wait = WorkflowRunSensor(
         task_id="wait",
@@ -29,7 +37,7 @@ def example_dify_start_then_sense() -> None:
     )
 
     @task
-    def use(detail: dict) -> str:
+    def use(detail: dict[str, Any]) -> str:
         print(f"status={detail['status']} outputs={detail['outputs']} tokens={detail['total_tokens']}")
         return str(detail["outputs"].get("text"))
 
