@@ -28,11 +28,21 @@ def console_logs_url(console_url: str | None, app_id: str | None, run_id: str | 
 
 
 class DifyRunLink(BaseOperatorLink):
-    """Reads the URL the operator pushed as soon as the run started, so the link works while the
-    task is still running or deferred."""
+    """Points at the URL the operator pushed as soon as the run started.
+
+    Airflow 3's API server does not call ``get_link``: it reads the XCom named by ``xcom_key``,
+    which by default is only written when the task ends. Naming the operator's own key makes
+    the button work while the task is still running or deferred.
+    """
 
     name = "Dify run"
 
+    @property
+    def xcom_key(self) -> str:
+        return LINK_XCOM_KEY
+
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        if getattr(operator, "_dify_run_id", True) is None:
+            return ""  # no run was started (bad input, for example): nothing to link to
         url = XCom.get_value(key=LINK_XCOM_KEY, ti_key=ti_key)
         return url if isinstance(url, str) else ""

@@ -23,9 +23,13 @@ from dify_provider.client.errors import DifyConfigError
 
 
 def extra_value(extras: Mapping[str, Any], name: str, fields: Mapping[str, Mapping[str, Any]]) -> Any:
-    """An extra's value, or its declared default when missing or empty (the UI stores "")."""
+    """An extra's value, or its declared default when missing or empty (the UI stores "").
+
+    A value of only asterisks is the UI's mask for a field it considers sensitive (Airflow masks
+    any extra whose name contains "proxy"): the Add form saves that mask, not a value.
+    """
     value = extras.get(name)
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, str) and set(value) == {"*"}):
         return fields[name]["schema"]["default"]
     return value
 

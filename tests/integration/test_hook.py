@@ -84,3 +84,11 @@ def test_shared_async_client_is_one_per_loop_and_connection(dify_emulator: DifyE
     assert a is b
     c, _ = asyncio.run(two_lookups())
     assert c is not a  # a new loop gets its own client: clients are bound to their loop
+
+
+def test_ui_mask_placeholder_is_not_a_value() -> None:
+    """The UI's Add form saves a sensitive-looking extra (any name with "proxy") as "***"."""
+    s = settings_from_connection(conn(password="app-k", extra={"proxy": "***", "timeout": "", "console_url": ""}))
+    assert s.config.proxy is None
+    assert s.config.timeout == 30
+    assert s.console_url == "https://cloud.dify.ai"

@@ -259,3 +259,12 @@ def test_clearing_a_task_starts_a_new_run_not_the_old_answer(dify_emulator: Dify
     assert result.state == "success"
     assert starts(dify_emulator) == 2
     assert "re-attaching" not in result.log("run", try_number=2)
+
+
+def test_link_reads_the_key_the_operator_pushes_at_start() -> None:
+    """Airflow 3's API server reads `xcom_key`, never `get_link`; it must be the key pushed at start."""
+    from dify_provider.links import LINK_XCOM_KEY, DifyRunLink
+
+    assert DifyRunLink().xcom_key == LINK_XCOM_KEY
+    (link,) = DifyRunWorkflowOperator.operator_extra_links
+    assert link.name == "Dify run"
