@@ -39,6 +39,7 @@ from dify_provider.client.models import (
     UploadedFile,
     WorkflowLogPage,
     WorkflowRun,
+    WorkflowStartedEvent,
     parse_event,
 )
 from dify_provider.client.status import WorkflowRunStatus
@@ -159,6 +160,33 @@ def decode_sse(sse: ServerSentEvent, path: str) -> StreamEvent | None:
     return event
 
 
-def stream_ended_early(path: str, seen_run: str | None) -> e.DifyStreamError:
-    where = f" (run {seen_run} may still be going: poll it)" if seen_run else ""
-    return e.DifyStreamError(f"the stream from {path} ended before a terminal event{where}")
+class StreamState:
+    """What the sync and async run streams share: the ids announced so far, whether the run
+    ended, and how a broken transport reads to the caller. Only the awaiting differs."""
+
+    def __init__(self, call: Call[Any], idle_timeout: float) -> None:
+        self._call = call
+        self._idle_timeout = idle_timeout
+        self.workflow_run_id: str | None = None
+        self.task_id: str | None = None
+        self.finished = False
+
+    def accept(self, sse: ServerSentEvent) -> StreamEvent | None:
+        """Decode one frame (``None`` for keep-alives) and remember what it tells."""
+        event = decode_sse(sse, self._call.path)
+        if isinstance(event, WorkflowStartedEvent):
+            self.workflow_run_id, self.task_id = event.workflow_run_id, event.task_id
+        if event is not None and event.is_terminal:
+            self.finished = True
+        return event
+
+    def broken(self, exc: httpx.TransportError) -> e.DifyError:
+        path = self._call.path
+        if isinstance(exc, httpx.ReadTimeout):
+            return e.DifyStreamTimeoutError(
+                f"the stream from {path} was silent for {self._idle_timeout:g} s (no event, no ping)", sent=True)
+        return e.DifyStreamError(f"the stream from {path} was cut: {type(exc).__name__}: {exc}")
+
+    def ended_early(self) -> e.DifyStreamError:
+        where = f" (run {self.workflow_run_id} may still be going: poll it)" if self.workflow_run_id else ""
+        return e.DifyStreamError(f"the stream from {self._call.path} ended before a terminal event{where}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pendulum
@@ -18,7 +19,10 @@ from dify_provider.client.status import WorkflowRunStatus, is_terminal, parse_st
 
 
 class DifyModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # defer_build: a model's validator is built when first used, not when this module is
+    # imported. DAG files import the operator at every parse and never validate a response, so
+    # building ~20 validators there was most of the provider's parse-time cost (see bench/).
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
 
 def _json_object(value: Any) -> dict[str, Any]:
@@ -35,6 +39,12 @@ def _json_object(value: Any) -> dict[str, Any]:
 
 def _timestamp(value: int | float | None) -> pendulum.DateTime | None:
     return None if value is None else pendulum.from_timestamp(value, tz="UTC")
+
+
+def _iso(value: int | float | None) -> str | None:
+    """The same string as ``_timestamp(value).isoformat()``, without building a pendulum object:
+    the summary is computed at every poll, and pendulum's constructor was most of its cost."""
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
 
 
 class _Status(DifyModel):
@@ -98,7 +108,6 @@ class WorkflowRun(_Status, _Timed):
     def summary(self) -> dict[str, Any]:
         """The JSON-safe view handed to XCom and trigger events: small, no inputs (they may be
         large or sensitive), timestamps as ISO strings."""
-        created, finished = self.created, self.finished
         return {
             "workflow_run_id": self.id,
             "workflow_id": self.workflow_id,
@@ -108,8 +117,8 @@ class WorkflowRun(_Status, _Timed):
             "total_tokens": self.total_tokens,
             "total_steps": self.total_steps,
             "elapsed_time": self.elapsed_time,
-            "created_at": created.isoformat() if created else None,
-            "finished_at": finished.isoformat() if finished else None,
+            "created_at": _iso(self.created_at),
+            "finished_at": _iso(self.finished_at),
         }
 
 

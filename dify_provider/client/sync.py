@@ -11,7 +11,6 @@ import tenacity
 from httpx_sse import EventSource
 
 from dify_provider.client import _api
-from dify_provider.client import errors as e
 from dify_provider.client._core import (
     Call,
     ClientConfig,
@@ -30,23 +29,19 @@ from dify_provider.client.models import (
     UploadedFile,
     WorkflowLogPage,
     WorkflowRun,
-    WorkflowStartedEvent,
 )
 
 T = TypeVar("T")
 
 
-class WorkflowStream:
+class WorkflowStream(_api.StreamState):
     """An open run stream: iterate for typed events; ``close()`` hangs up (on Dify 1.13+ the run
     keeps going; older servers orphan it). Remembers the run and task ids once announced."""
 
     def __init__(self, client: DifyClient, call: Call[Any]) -> None:
+        super().__init__(call, client.config.stream_idle_timeout)
         self._client = client
-        self._call = call
         self._response: httpx.Response | None = None
-        self.workflow_run_id: str | None = None
-        self.task_id: str | None = None
-        self.finished = False
         self._events: Iterator[StreamEvent] | None = None
 
     def _open(self) -> httpx.Response:
@@ -74,27 +69,18 @@ class WorkflowStream:
     def _generate(self) -> Iterator[StreamEvent]:
         if self._response is None:
             self._response = self._open()
-        path = self._call.path
         try:
             for sse in EventSource(self._response).iter_sse():
-                event = _api.decode_sse(sse, path)
-                if event is None:
-                    continue
-                if isinstance(event, WorkflowStartedEvent):
-                    self.workflow_run_id, self.task_id = event.workflow_run_id, event.task_id
-                yield event
-                if event.is_terminal:
-                    self.finished = True
-                    return
-        except httpx.ReadTimeout as exc:
-            raise e.DifyStreamTimeoutError(
-                f"the stream from {path} was silent for {self._client.config.stream_idle_timeout:g} s "
-                "(no event, no ping)", sent=True) from exc
+                event = self.accept(sse)
+                if event is not None:
+                    yield event
+                    if self.finished:
+                        return
         except httpx.TransportError as exc:
-            raise e.DifyStreamError(f"the stream from {path} was cut: {type(exc).__name__}: {exc}") from exc
+            raise self.broken(exc) from exc
         finally:
             self.close()
-        raise _api.stream_ended_early(path, self.workflow_run_id)
+        raise self.ended_early()
 
     def close(self) -> None:
         if self._response is not None:
