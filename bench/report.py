@@ -1,0 +1,188 @@
+"""The results as Markdown tables (printed, and pasted into the README) and the goal verdicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.pollers import LABELS
+
+PEER = "http_async_hook"
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else b / a
+
+
+def load_table(cells: list[dict[str, Any]]) -> str:
+    peer_cpu = {c["n"]: c["cpu_s_per_1000_polls"] for c in cells if c["poller"] == PEER}
+    lines = [
+        "| N | poller | CPU s / 1,000 polls | CPU vs HttpAsyncHook | polls on schedule | RSS over idle (MB) "
+        "| per waiting run (KB) | sockets (peak) | requests / run | errors | unfinished | detection p50 / p95 (ms) "
+        "| emulator core busy | other tenants (cores) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cells:
+        ratio = _ratio(c["cpu_s_per_1000_polls"], peer_cpu.get(c["n"]))
+        vs = "1.00" if c["poller"] == PEER else (f"{1 / ratio:.2f}x (1/{ratio:.1f})" if ratio else "-")
+        lat = c["detect_latency_ms"]
+        lines.append(
+            f"| {c['n']:,} | {LABELS[c['poller']]} | {_f(c['cpu_s_per_1000_polls'], 3)} | {vs} "
+            f"| {_f(c['on_schedule'] * 100 if c['on_schedule'] is not None else None, 1)}% "
+            f"| {_f(c['rss_over_base_mb'], 1)} | {_f(c['rss_per_run_kb'], 1)} | {c['sockets_peak']} "
+            f"| {_f(c['requests_per_run'])} | {c['errors']} | {c['unfinished']} "
+            f"| {_f(lat['p50'], 0)} / {_f(lat['p95'], 0)} | {c['emulator_core_share'] * 100:.0f}% "
+            f"| {c['foreign_cores']:.2f} |")
+    return "\n".join(lines)
+
+
+def latency_table(latency: dict[str, Any]) -> str:
+    poll, stream = latency["polling"], latency["streaming"]
+    rows = [
+        ("operator, streaming (sync client, `_follow_stream`)", stream["latency_ms"]),
+        (f"trigger, fixed {poll['interval_s']:g} s polling", poll["latency_ms"]["fixed"]),
+        (f"trigger, backoff ({poll['interval_s']:g} s → {poll['backoff_max_s']:g} s; runs under 30 s)",
+         poll["latency_ms"]["backoff"]),
+    ]
+    lines = ["| path | runs | p50 (ms) | p95 (ms) | max (ms) |", "|---|---:|---:|---:|---:|"]
+    for name, s in rows:
+        lines.append(f"| {name} | {s['n']} | {_f(s['p50'], 1)} | {_f(s['p95'], 1)} | {_f(s['max'], 1)} |")
+    return "\n".join(lines)
+
+
+def cost_table(cost: dict[str, Any]) -> str:
+    lines = ["| run length | schedule | requests / run | CPU per completed wait (ms) | poll gap at the end (s) |",
+             "|---|---|---:|---:|---:|"]
+    for r in cost["rows"]:
+        length = f"{r['run_length_s']:g} s" if r["run_length_s"] < 60 else f"{r['run_length_s'] / 60:g} min"
+        lines.append(f"| {length} | {r['schedule']} | {r['requests_per_run']} | {_f(r['cpu_ms_per_wait'], 1)} "
+                     f"| {_f(r['poll_gap_at_end_s'], 1)} |")
+    lines.append("")
+    lines.append(f"| validation (real triggers, real runs; {cost['validation_overhead_ms']} ms per-cycle "
+                 "overhead from the fixed run) | simulated requests | real requests | ok |")
+    lines.append("|---|---:|---|---|")
+    for check in cost["validation"]:
+        lines.append(f"| {check['case']} | {check['simulated']} | {', '.join(map(str, check['real']))} "
+                     f"| {'yes' if check['ok'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal of the benchmark issue, with the measured value and whether it is met."""
+    out: list[dict[str, Any]] = []
+
+    def goal(name: str, value: str, met: bool | None) -> None:
+        out.append({"goal": name, "measured": value, "met": met})
+
+    cells = results.get("load", [])
+    at = max((c["n"] for c in cells if c["n"] <= 1000), default=None)
+    prov = next((c for c in cells if c["n"] == at and c["poller"] == "provider"), None)
+    peer = next((c for c in cells if c["n"] == at and c["poller"] == PEER), None)
+    if prov and peer and prov["cpu_s_per_1000_polls"] and peer["cpu_s_per_1000_polls"]:
+        share = prov["cpu_s_per_1000_polls"] / peer["cpu_s_per_1000_polls"]
+        goal(f"N={at:,}: CPU per poll ≤ 1/2 of HttpAsyncHook's (stretch 1/3)",
+             f"{share:.2f} of the peer's ({prov['cpu_s_per_1000_polls']:.3f} vs "
+             f"{peer['cpu_s_per_1000_polls']:.3f} s/1,000 polls)" + ("; stretch met" if share <= 1 / 3 else ""),
+             share <= 0.5)
+    if prov:
+        goal(f"N={at:,}: ≥ 99% of polls on schedule", f"{prov['on_schedule'] * 100:.1f}%", prov["on_schedule"] >= 0.99)
+        goal(f"N={at:,}: < 50 MB RSS above the idle baseline", f"{prov['rss_over_base_mb']:.1f} MB",
+             prov["rss_over_base_mb"] < 50)
+        pool = results.get("pool_size", 20)
+        goal(f"N={at:,}: sockets bounded by the pool ({pool})", f"{prov['sockets_peak']} at peak",
+             prov["sockets_peak"] <= pool)
+    cost = results.get("cost")
+    lat = results.get("latency")
+    if cost:
+        goal("10-min runs: CPU per completed wait ≥ 3x below fixed polling (backoff)",
+             f"{cost['long_run_fixed_over_backoff']:.1f}x fewer polls at the same CPU per poll",
+             cost["long_run_fixed_over_backoff"] >= 3)
+    if lat:
+        fixed = lat["polling"]["latency_ms"]["fixed"]["p50"]
+        backoff = lat["polling"]["latency_ms"]["backoff"]["p50"]
+        interval_ms = lat["polling"]["interval_s"] * 1000
+        if fixed is not None and backoff is not None:
+            goal("runs under 30 s: backoff p50 detection no worse than fixed (within 5% noise)",
+                 f"{backoff:.0f} ms vs {fixed:.0f} ms", backoff <= fixed * 1.05)
+            goal("polling p50 ≤ half the interval + 50 ms",
+                 f"{fixed:.0f} ms (limit {interval_ms / 2 + 50:.0f} ms)", fixed <= interval_ms / 2 + 50)
+        stream = lat["streaming"]["latency_ms"]["p50"]
+        if stream is not None:
+            goal("streaming p50 < 50 ms", f"{stream:.1f} ms", stream < 50)
+    imp = results.get("imports")
+    if imp:
+        goal("import overhead of operator + sensor < 50 ms", f"{imp['extra_ms']:.1f} ms (-X importtime), "
+             f"{imp['extra_wall_ms']:.1f} ms wall", imp["extra_ms"] < 50)
+    return out
+
+
+def headlines(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    cells = results.get("load", [])
+    for n in sorted({c["n"] for c in cells}):
+        by = {c["poller"]: c for c in cells if c["n"] == n}
+        prov, peer, per_poll = by.get("provider"), by.get(PEER), by.get("httpx_per_poll")
+        if not prov or not prov["cpu_s_per_1000_polls"]:
+            continue
+        parts = []
+        if peer and peer["cpu_s_per_1000_polls"]:
+            parts.append(f"{peer['cpu_s_per_1000_polls'] / prov['cpu_s_per_1000_polls']:.1f}x less CPU per poll "
+                         "than HttpAsyncHook")
+        if per_poll and per_poll["cpu_s_per_1000_polls"]:
+            parts.append(f"{per_poll['cpu_s_per_1000_polls'] / prov['cpu_s_per_1000_polls']:.0f}x less than a "
+                         "new httpx client per poll")
+        sched = f"{prov['on_schedule'] * 100:.1f}% of polls on schedule"
+        if peer:
+            sched += f" (HttpAsyncHook {peer['on_schedule'] * 100:.1f}%)"
+        lines.append(f"N={n:,}: " + ", ".join(parts) + f"; {sched}.")
+    cost = results.get("cost")
+    if cost:
+        lines.append(f"10-minute runs: backoff makes {cost['long_run_fixed_over_backoff']:.1f}x fewer requests "
+                     "(and CPU) than fixed 2 s polling.")
+    lat = results.get("latency")
+    if lat and lat["streaming"]["latency_ms"]["p50"] and lat["polling"]["latency_ms"]["fixed"]["p50"]:
+        s, p = lat["streaming"]["latency_ms"]["p50"], lat["polling"]["latency_ms"]["fixed"]["p50"]
+        lines.append(f"Streaming sees a run end {p / s:.0f}x sooner than 2 s polling (p50 {s:.1f} ms vs {p:.0f} ms).")
+    imp = results.get("imports")
+    if imp:
+        lines.append(f"DAG parse: operator + sensor add {imp['extra_ms']:.0f} ms to `airflow.sdk`'s "
+                     f"{imp['baseline_airflow_sdk_ms'] / 1000:.1f} s.")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    parts = [f"## Benchmark ({results['mode']}), {results['finished_at']}", ""]
+    parts += [f"- {line}" for line in headlines(results)]
+    if results.get("load"):
+        parts += ["", "### Triggerer load", "", load_table(results["load"])]
+    if results.get("latency"):
+        parts += ["", "### Detection latency", "", latency_table(results["latency"])]
+    if results.get("cost"):
+        parts += ["", "### Cost per run", "", cost_table(results["cost"])]
+    if results.get("imports"):
+        imp = results["imports"]
+        parts += ["", "### DAG-parse overhead", "",
+                  f"operator + sensor over `airflow.sdk`: **{imp['extra_ms']} ms** (median of {imp['processes']} "
+                  f"processes, `-X importtime`; {imp['extra_wall_ms']} ms wall); `airflow.sdk` itself "
+                  f"{imp['baseline_airflow_sdk_ms']:.0f} ms."]
+    parts += ["", "### Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for g in results.get("goals", []):
+        met = "-" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        parts.append(f"| {g['goal']} | {g['measured']} | {met} |")
+    noisy = [c for c in results.get("load", []) if c["foreign_cores"] > 0.2]
+    if noisy:
+        parts += ["", f"**Warning:** other processes used more than 0.2 of a core during {len(noisy)} load cell(s) "
+                  "(column 'other tenants'): their figures are inflated; rerun on a quiet machine."]
+    parts += ["", f"Duration: {results['duration_s']:.0f} s. Machine: {results['machine']['cpu']}, "
+              f"{results['machine']['usable_cores']} cores, {results['machine']['memory_gb']} GB, "
+              f"Python {results['machine']['python']}."]
+    return "\n".join(parts)
