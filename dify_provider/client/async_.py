@@ -129,9 +129,11 @@ class AsyncDifyClient(AsyncServiceClient[ClientConfig]):
         self._direct = transport
         # What build_request would produce for every call, computed once: httpx's default headers
         # overlaid with ours (with and without the key: GET / is unauthenticated), and timeouts.
-        headers = {**self.http.headers, **config.headers()}
-        self._headers = {True: httpx.Headers(headers),
-                         False: httpx.Headers({k: v for k, v in headers.items() if k != "Authorization"})}
+        with_key = httpx.Headers(self.http.headers)
+        with_key.update(config.headers())
+        without_key = httpx.Headers(with_key)
+        del without_key["Authorization"]
+        self._headers = {True: with_key, False: without_key}
         self._timeouts = {"timeout": config.httpx_timeout().as_dict()}
 
     def _raise_for_status(self, response: httpx.Response, path: str) -> None:
