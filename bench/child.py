@@ -98,7 +98,10 @@ def run_pollers(spec: dict[str, Any], proto: IO[str]) -> None:
     results = [WaitResult(run_id=w.run_id, poller=w.poller) for w in waits]
     time.sleep(0.2)
     meter = Meter()
-    _say(proto, ready={"base_rss": meter.base_rss, "base_sockets": meter.base_sockets})
+    import dify_provider
+
+    _say(proto, ready={"base_rss": meter.base_rss, "base_sockets": meter.base_sockets,
+                       "provider_src": str(Path(dify_provider.__file__).parent)})
     t0 = _read_go()
 
     async def main() -> dict[str, Any]:

@@ -40,7 +40,7 @@ class Emulator:
 
     def __init__(self, core: int | None, home: Path) -> None:
         command = [sys.executable, "-m", "dify_provider.testing", "serve", "--port", "0"]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=child_env(home))
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=child_env(home), cwd=home)
         pin(core, self.proc.pid)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()

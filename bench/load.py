@@ -48,7 +48,10 @@ def run_cell(ws: Workspace, emu: Emulator, poller: str, n: int, *, interval: flo
                     for rid, off in zip(run_ids, offsets, strict=True)],
     }
 
+    seen: dict[str, Any] = {}
+
     def on_go(ready: dict[str, Any], t0: float) -> dict[str, float]:
+        seen.update(ready)
         return emu.finish_on_schedule([(t0 + end, rid) for rid, end in zip(run_ids, ends, strict=True)])
 
     result, sent = run_child(ws, emu, f"load-{poller}-{n}", spec, on_go)
@@ -94,4 +97,5 @@ def run_cell(ws: Workspace, emu: Emulator, poller: str, n: int, *, interval: flo
         "emulator_core_share": round(result["emulator_core_share"] or 0, 3),
         "foreign_cores": round(result["foreign_cores"] or 0, 3),
         "crash_samples": result["crashed"],
+        "provider_src": seen.get("provider_src"),
     }

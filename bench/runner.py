@@ -51,9 +51,11 @@ class Workspace:
         if self._zygote is None or self._zygote.poll() is not None:
             core = "-" if self.poller_core is None else str(self.poller_core)
             err = (self.root / "zygote.err").open("w")
+            # cwd: not the repository, whose dify_provider would shadow PYTHONPATH (``-m`` puts the
+            # working directory first on sys.path); the environment decides what is imported.
             self._zygote = subprocess.Popen([sys.executable, "-m", "bench.child", "--zygote", core],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                            text=True, env=self.env(emu))
+                                            text=True, env=self.env(emu), cwd=self.root)
             _message(self._zygote, "zygote", self.root / "zygote.err")
         return self._zygote
 

@@ -5,8 +5,8 @@ numbers, ``inputs``/``outputs`` sometimes JSON-encoded strings) and strict where
 would mislead a caller (ids and statuses must be present on a run).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would have to evaluate every field's
+# annotation string when the classes are created, i.e. at every DAG parse (see bench/).
 import json
 import re
 from datetime import UTC, datetime

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,14 +184,23 @@ class WaitLogger:
     it moves and each run-log line exactly once, not the same status line every few seconds.
     The memory of shown lines is exportable (:meth:`shown`) so a waiter that is a new process at
     every poll (a rescheduled sensor) can carry it over.
+
+    ``repeat_after`` (seconds) throttles the plain "still running" line: when it has not changed
+    it is repeated only that often. A triggerer waiting on thousands of runs spent an eighth of its
+    CPU writing the same line per run every few seconds (see ``bench/``); a changed status,
+    pauses, errors and progress lines are logged as they come.
     """
 
     #: A run printing more lines than this may show the oldest of them again; bounds the memory.
     MAX_REMEMBERED = 5000
 
-    def __init__(self, log: logging.Logger | Any, shown: Iterable[str] = ()) -> None:
+    def __init__(self, log: logging.Logger | Any, shown: Iterable[str] = (), *, repeat_after: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
         self._said: set[Reason] = set()
+        self._repeat_after = repeat_after
+        self._clock = clock
+        self._last: tuple[str, float] | None = None  # the last plain line, and when it was logged
         # Digests, not lines: small enough to persist between the pokes of a rescheduled sensor.
         self._shown: dict[str, None] = dict.fromkeys(shown)
 
@@ -204,7 +214,10 @@ class WaitLogger:
                 self._said.add(snapshot.reason)
                 self._log.warning("%s", snapshot.message)
         elif not snapshot.progress:
-            self._log.info("%s", snapshot.message)
+            now = self._clock()
+            if self._last is None or self._last[0] != snapshot.message or now - self._last[1] >= self._repeat_after:
+                self._last = (snapshot.message, now)
+                self._log.info("%s", snapshot.message)
         return new
 
     def show_progress(self, snapshot: Snapshot) -> bool:

@@ -12,6 +12,7 @@ from dify_helpers import start_run
 
 from dify_provider.hooks.dify import SharedAsyncClients
 from dify_provider.testing import DifyEmulator, Scenario
+from dify_provider.triggers.base import WAKE_GRID, _on_grid
 from dify_provider.triggers.workflow_run import WorkflowRunTrigger
 
 
@@ -91,3 +92,29 @@ def test_run_finished_during_last_sleep_is_success_not_timeout(dify_emulator: Di
         return await task
 
     assert asyncio.run(go())["verdict"] == "success"
+
+
+def test_wake_ups_snap_to_a_grid_no_coarser_than_a_fortieth_of_the_delay() -> None:
+    assert _on_grid(100.026, 2.0) == pytest.approx(100.05)  # nearest grid point
+    assert _on_grid(100.024, 2.0) == pytest.approx(100.0)
+    assert abs(_on_grid(7.3333, 0.4) - 7.3333) <= 0.4 / 80 + 1e-9  # short delays: a finer grid
+    assert _on_grid(5.0, 0.0) == 5.0
+    assert WAKE_GRID <= 0.05
+
+
+def test_an_unchanged_running_line_is_logged_once_not_per_poll(dify_emulator: DifyEmulator,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    run_id = start_run(dify_emulator, Scenario(hold=True))
+    trigger = WorkflowRunTrigger(run_id, poll_interval=0.02, end_time=time.time() + 60)
+
+    async def go() -> dict[str, Any]:
+        task = asyncio.ensure_future(first_event(trigger))
+        await asyncio.to_thread(dify_emulator.wait_for_requests, "GET", f"/workflows/run/{run_id}", 5, 30)
+        dify_emulator.finish(run_id)
+        return await task
+
+    assert asyncio.run(go())["verdict"] == "success"
+    out, err = capfd.readouterr()  # the trigger logs through Airflow's structlog set-up
+    running = [line for line in (out + err).splitlines() if f"Dify workflow run {run_id} is running" in line]
+    assert len(dify_emulator.requests_to("GET", f"/workflows/run/{run_id}")) >= 5
+    assert len(running) == 1

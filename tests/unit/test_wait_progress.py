@@ -77,3 +77,21 @@ def test_memory_is_bounded(log: logging.Logger, monkeypatch: pytest.MonkeyPatch)
     say = WaitLogger(log)
     say(waiting("a", "b", "c", "d", "e"))
     assert len(say.shown()) == 3
+
+
+def test_repeat_after_throttles_an_unchanged_running_line(log: logging.Logger,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    say = WaitLogger(log, repeat_after=60, clock=lambda: now[0])
+    for t in (0, 2, 30, 59.9):  # unchanged: said once
+        now[0] = t
+        say(waiting())
+    now[0] = 60
+    say(waiting())  # a minute later: said again, so a watcher knows the wait is alive
+    now[0] = 61
+    say(waiting(message="run r is running (node 2)"))  # a changed line: said at once
+    say(waiting(reason=Reason.ERROR, message="transient error"))  # errors are never throttled
+    say(waiting(reason=Reason.ERROR, message="transient error"))
+    assert lines(caplog) == [("INFO", "run r is running")] * 2 + [("INFO", "run r is running (node 2)")] + [
+        ("WARNING", "transient error")] * 2
+
