@@ -11,6 +11,10 @@ from typing import Any
 
 from dify_provider import __version__
 
+#: Connection ids the hooks, operators and sensors use when none is given.
+DIFY_DEFAULT_CONN_ID = "dify_default"
+CHENYU_DEFAULT_CONN_ID = "chenyu_default"
+
 CONNECTION_EXTRAS: dict[str, dict[str, Any]] = {
     "timeout": {
         "label": "Request timeout (seconds)",

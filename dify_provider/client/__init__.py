@@ -9,93 +9,180 @@ Nothing below this package imports Airflow, so a Prefect or Dagster integration 
             print(event.event)
 """
 
-from dify_provider.client._core import DEFAULT_BASE_URL, ClientConfig, RetryPolicy, normalize_base_url
-from dify_provider.client.async_ import AsyncDifyClient, AsyncWorkflowStream
-from dify_provider.client.errors import (
-    DifyAPIError,
-    DifyAuthError,
-    DifyConfigError,
-    DifyConnectionError,
-    DifyError,
-    DifyInvalidInputError,
-    DifyNotFoundError,
-    DifyNotWorkflowAppError,
-    DifyQuotaExceededError,
-    DifyRateLimitError,
-    DifyResponseError,
-    DifyRunError,
-    DifyServerError,
-    DifyStreamError,
-    DifyStreamTimeoutError,
-    DifyTimeoutError,
-    DifyTransportError,
-)
-from dify_provider.client.models import (
-    AppInfo,
-    AppParameters,
-    BlockingRunResponse,
-    ServerInfo,
-    StreamEvent,
-    WorkflowFinishedEvent,
-    WorkflowLogPage,
-    WorkflowPausedEvent,
-    WorkflowRun,
-    WorkflowRunResult,
-    WorkflowStartedEvent,
-)
-from dify_provider.client.status import (
-    TERMINAL_STATUSES,
-    Decision,
-    Reason,
-    Verdict,
-    WaitPolicy,
-    WorkflowRunStatus,
-    judge,
-)
-from dify_provider.client.sync import DifyClient, WorkflowStream
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_BASE_URL",
-    "TERMINAL_STATUSES",
-    "AppInfo",
-    "AppParameters",
-    "AsyncDifyClient",
-    "AsyncWorkflowStream",
-    "BlockingRunResponse",
-    "ClientConfig",
-    "Decision",
-    "DifyAPIError",
-    "DifyAuthError",
-    "DifyClient",
-    "DifyConfigError",
-    "DifyConnectionError",
-    "DifyError",
-    "DifyInvalidInputError",
-    "DifyNotFoundError",
-    "DifyNotWorkflowAppError",
-    "DifyQuotaExceededError",
-    "DifyRateLimitError",
-    "DifyResponseError",
-    "DifyRunError",
-    "DifyServerError",
-    "DifyStreamError",
-    "DifyStreamTimeoutError",
-    "DifyTimeoutError",
-    "DifyTransportError",
-    "Reason",
-    "RetryPolicy",
-    "ServerInfo",
-    "StreamEvent",
-    "Verdict",
-    "WaitPolicy",
-    "WorkflowFinishedEvent",
-    "WorkflowLogPage",
-    "WorkflowPausedEvent",
-    "WorkflowRun",
-    "WorkflowRunResult",
-    "WorkflowRunStatus",
-    "WorkflowStartedEvent",
-    "WorkflowStream",
-    "judge",
-    "normalize_base_url",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Lazy: a DAG file imports the operators at every parse, and they need only the errors, the
+# statuses and the argument checks from here; the HTTP clients and the response models load on
+# first use (``bench/``, DAG-parse overhead). The names are the same either way.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "dify_provider.client._core": (
+        "DEFAULT_BASE_URL", "ClientConfig", "RetryPolicy", "normalize_base_url",
+    ),
+    "dify_provider.client.async_": (
+        "AsyncDifyClient", "AsyncWorkflowStream",
+    ),
+    "dify_provider.client.errors": (
+        "DifyAPIError", "DifyAuthError", "DifyConfigError", "DifyConnectionError", "DifyError",
+        "DifyInvalidInputError", "DifyNotFoundError", "DifyNotWorkflowAppError", "DifyQuotaExceededError",
+        "DifyRateLimitError", "DifyResponseError", "DifyRunError", "DifyServerError", "DifyStreamError",
+        "DifyStreamTimeoutError", "DifyTimeoutError", "DifyTransportError",
+    ),
+    "dify_provider.client.models": (
+        "AppInfo", "AppParameters", "BlockingRunResponse", "ServerInfo", "StreamEvent",
+        "WorkflowFinishedEvent", "WorkflowLogPage", "WorkflowPausedEvent", "WorkflowRun",
+        "WorkflowRunResult", "WorkflowStartedEvent",
+    ),
+    "dify_provider.client.status": (
+        "TERMINAL_STATUSES", "Decision", "Reason", "Verdict", "WaitPolicy", "WorkflowRunStatus", "judge",
+    ),
+    "dify_provider.client.sync": (
+        "DifyClient", "WorkflowStream",
+    ),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+# For type checkers and editors (``X as X`` marks a re-export); at run time ``__getattr__`` imports.
+if TYPE_CHECKING:
+    from dify_provider.client._core import (
+        DEFAULT_BASE_URL as DEFAULT_BASE_URL,
+    )
+    from dify_provider.client._core import (
+        ClientConfig as ClientConfig,
+    )
+    from dify_provider.client._core import (
+        RetryPolicy as RetryPolicy,
+    )
+    from dify_provider.client._core import (
+        normalize_base_url as normalize_base_url,
+    )
+    from dify_provider.client.async_ import (
+        AsyncDifyClient as AsyncDifyClient,
+    )
+    from dify_provider.client.async_ import (
+        AsyncWorkflowStream as AsyncWorkflowStream,
+    )
+    from dify_provider.client.errors import (
+        DifyAPIError as DifyAPIError,
+    )
+    from dify_provider.client.errors import (
+        DifyAuthError as DifyAuthError,
+    )
+    from dify_provider.client.errors import (
+        DifyConfigError as DifyConfigError,
+    )
+    from dify_provider.client.errors import (
+        DifyConnectionError as DifyConnectionError,
+    )
+    from dify_provider.client.errors import (
+        DifyError as DifyError,
+    )
+    from dify_provider.client.errors import (
+        DifyInvalidInputError as DifyInvalidInputError,
+    )
+    from dify_provider.client.errors import (
+        DifyNotFoundError as DifyNotFoundError,
+    )
+    from dify_provider.client.errors import (
+        DifyNotWorkflowAppError as DifyNotWorkflowAppError,
+    )
+    from dify_provider.client.errors import (
+        DifyQuotaExceededError as DifyQuotaExceededError,
+    )
+    from dify_provider.client.errors import (
+        DifyRateLimitError as DifyRateLimitError,
+    )
+    from dify_provider.client.errors import (
+        DifyResponseError as DifyResponseError,
+    )
+    from dify_provider.client.errors import (
+        DifyRunError as DifyRunError,
+    )
+    from dify_provider.client.errors import (
+        DifyServerError as DifyServerError,
+    )
+    from dify_provider.client.errors import (
+        DifyStreamError as DifyStreamError,
+    )
+    from dify_provider.client.errors import (
+        DifyStreamTimeoutError as DifyStreamTimeoutError,
+    )
+    from dify_provider.client.errors import (
+        DifyTimeoutError as DifyTimeoutError,
+    )
+    from dify_provider.client.errors import (
+        DifyTransportError as DifyTransportError,
+    )
+    from dify_provider.client.models import (
+        AppInfo as AppInfo,
+    )
+    from dify_provider.client.models import (
+        AppParameters as AppParameters,
+    )
+    from dify_provider.client.models import (
+        BlockingRunResponse as BlockingRunResponse,
+    )
+    from dify_provider.client.models import (
+        ServerInfo as ServerInfo,
+    )
+    from dify_provider.client.models import (
+        StreamEvent as StreamEvent,
+    )
+    from dify_provider.client.models import (
+        WorkflowFinishedEvent as WorkflowFinishedEvent,
+    )
+    from dify_provider.client.models import (
+        WorkflowLogPage as WorkflowLogPage,
+    )
+    from dify_provider.client.models import (
+        WorkflowPausedEvent as WorkflowPausedEvent,
+    )
+    from dify_provider.client.models import (
+        WorkflowRun as WorkflowRun,
+    )
+    from dify_provider.client.models import (
+        WorkflowRunResult as WorkflowRunResult,
+    )
+    from dify_provider.client.models import (
+        WorkflowStartedEvent as WorkflowStartedEvent,
+    )
+    from dify_provider.client.status import (
+        TERMINAL_STATUSES as TERMINAL_STATUSES,
+    )
+    from dify_provider.client.status import (
+        Decision as Decision,
+    )
+    from dify_provider.client.status import (
+        Reason as Reason,
+    )
+    from dify_provider.client.status import (
+        Verdict as Verdict,
+    )
+    from dify_provider.client.status import (
+        WaitPolicy as WaitPolicy,
+    )
+    from dify_provider.client.status import (
+        WorkflowRunStatus as WorkflowRunStatus,
+    )
+    from dify_provider.client.status import (
+        judge as judge,
+    )
+    from dify_provider.client.sync import (
+        DifyClient as DifyClient,
+    )
+    from dify_provider.client.sync import (
+        WorkflowStream as WorkflowStream,
+    )

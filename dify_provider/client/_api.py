@@ -16,15 +16,11 @@ from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
 from dify_provider.client import errors as e
+from dify_provider.client._checks import check_files, check_inputs, check_log_query, check_user, check_uuid
 from dify_provider.client._core import (
     Call,
     ClientConfig,
     Retry,
-    check_files,
-    check_inputs,
-    check_log_query,
-    check_user,
-    check_uuid,
     error_for,
     parser,
 )

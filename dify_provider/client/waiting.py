@@ -13,11 +13,13 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dify_provider.client import errors as e
-from dify_provider.client.models import WorkflowRun
 from dify_provider.client.status import Decision, Reason, Verdict, WaitPolicy, judge
+
+if TYPE_CHECKING:
+    from dify_provider.client.models import WorkflowRun
 
 #: Bumped when the event payload changes shape, so a rolling upgrade never misreads an event.
 EVENT_VERSION = 1

@@ -18,7 +18,7 @@ from dify_provider.client._transport import fast_transport
 from dify_provider.client.chenyu import AsyncChenyuClient, ChenyuClient, ChenyuConfig
 from dify_provider.client.errors import DifyConfigError, DifyError, DifyNotFoundError
 from dify_provider.hooks.base import AsyncClientPool, for_connection, transport_kwargs
-from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS
+from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CHENYU_DEFAULT_CONN_ID
 
 #: A run order id that cannot exist: "Test" reads its progress to prove the key is accepted.
 PROBE_RUN_ORDER_ID = "airflow-connection-test"
@@ -43,7 +43,7 @@ class ChenyuHook(BaseHook):
     """
 
     conn_name_attr = "chenyu_conn_id"
-    default_conn_name = "chenyu_default"
+    default_conn_name = CHENYU_DEFAULT_CONN_ID
     conn_type = "chenyu"
     hook_name = "Chenyu"
 

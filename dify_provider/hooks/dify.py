@@ -17,7 +17,7 @@ from dify_provider.client import AsyncDifyClient, ClientConfig, DifyClient, Dify
 from dify_provider.client._core import NO_RETRY
 from dify_provider.client.async_ import fast_transport
 from dify_provider.hooks.base import AsyncClientPool, extra_value, for_connection, transport_kwargs
-from dify_provider.provider_info import CONNECTION_EXTRAS
+from dify_provider.provider_info import CONNECTION_EXTRAS, DIFY_DEFAULT_CONN_ID
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class DifyHook(BaseHook):
     """
 
     conn_name_attr = "dify_conn_id"
-    default_conn_name = "dify_default"
+    default_conn_name = DIFY_DEFAULT_CONN_ID
     conn_type = "dify"
     hook_name = "Dify"
 

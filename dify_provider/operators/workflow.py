@@ -19,10 +19,8 @@ from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dify_provider.client import errors as e
-from dify_provider.client._core import RetryPolicy, check_files, check_inputs, check_uuid
-from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent, WorkflowStartedEvent
+from dify_provider.client._checks import check_files, check_inputs, check_uuid
 from dify_provider.client.status import Reason, Verdict, WaitPolicy, is_terminal
-from dify_provider.client.sync import DifyClient, WorkflowStream
 from dify_provider.client.waiting import (
     PollSchedule,
     Snapshot,
@@ -30,13 +28,17 @@ from dify_provider.client.waiting import (
     snapshot_of_run,
     timeout_snapshot,
 )
-from dify_provider.hooks.dify import DifyHook
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
 from dify_provider.outcome import WaitLogger, conclude
-from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 
+# The hook, the HTTP client, the response models and the trigger are imported where they are
+# used: a DAG file imports this module at every parse, and needs none of them to build the task.
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from dify_provider.client.sync import DifyClient, WorkflowStream
+    from dify_provider.hooks.dify import DifyHook
 
 #: task_state_store key; survives retries of the same task instance (Airflow 3.3+).
 STATE_KEY = "dify_workflow_run"
@@ -91,7 +93,7 @@ class DifyRunWorkflowOperator(BaseOperator):
         fail_on_partial: bool = False,
         fail_on_paused: bool = False,
         check_required_inputs: bool = True,
-        dify_conn_id: str = DifyHook.default_conn_name,
+        dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,6 +119,8 @@ class DifyRunWorkflowOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> DifyHook:
+        from dify_provider.hooks.dify import DifyHook
+
         return DifyHook(dify_conn_id=self.dify_conn_id)
 
     @property
@@ -210,6 +214,8 @@ class DifyRunWorkflowOperator(BaseOperator):
 
     def _read_until_started(self, stream: WorkflowStream, client: DifyClient, context: Context, user: str,
                             started: float) -> str:
+        from dify_provider.client.models import WorkflowStartedEvent
+
         try:
             for event in stream:
                 if isinstance(event, WorkflowStartedEvent):
@@ -281,6 +287,8 @@ class DifyRunWorkflowOperator(BaseOperator):
     def _follow_stream(self, stream: WorkflowStream, run_id: str, started: float) -> Snapshot | None:
         """Read the stream to the end: completion is seen the moment Dify sends it. Returns
         ``None`` when polling must take over (stream broke, run paused)."""
+        from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
+
         timed_out = threading.Event()
 
         def hang_up() -> None:
@@ -328,6 +336,8 @@ class DifyRunWorkflowOperator(BaseOperator):
             time.sleep(min(schedule.delay(elapsed), self.timeout - elapsed))
 
     def _defer(self, run_id: str, user: str, started: float) -> None:
+        from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+
         deadline = time.time() + self.execution_timeout.total_seconds() if self.execution_timeout else None
         trigger = WorkflowRunTrigger(
             run_id, self.dify_conn_id, task_id=self._dify_task_id, user=user,
@@ -378,6 +388,8 @@ class DifyRunWorkflowOperator(BaseOperator):
         """Task killed (marked failed, cleared, execution_timeout): stop the remote run."""
         if not self._dify_task_id:
             return
+        from dify_provider.client import DifyClient, RetryPolicy
+
         config = dataclasses.replace(self.hook.settings.config, timeout=10.0,
                                      retry=RetryPolicy(max_attempts=2, max_elapsed=15.0))
         with DifyClient(config) as client:

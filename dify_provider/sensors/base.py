@@ -20,10 +20,11 @@ from dify_provider.client.errors import DifyConfigError
 from dify_provider.client.status import Verdict
 from dify_provider.client.waiting import PollSchedule, Snapshot
 from dify_provider.outcome import WaitLogger, conclude
-from dify_provider.triggers.base import RunPollingTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from dify_provider.triggers.base import RunPollingTrigger  # imported by the subclass's build_trigger
 
 
 class RunPollingSensor(BaseSensorOperator):

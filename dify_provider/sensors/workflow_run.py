@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dify_provider.client._core import check_uuid
+from dify_provider.client._checks import check_uuid
 from dify_provider.client.errors import DifyError
 from dify_provider.client.status import WaitPolicy
 from dify_provider.client.waiting import Snapshot, snapshot_of_error, snapshot_of_run
-from dify_provider.hooks.dify import DifyHook
 from dify_provider.links import console_logs_url
+from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 from dify_provider.sensors.base import RunPollingSensor
-from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+
+# The hook (and its HTTP client) and the trigger load on first use, not at every DAG parse.
+if TYPE_CHECKING:
+    from dify_provider.hooks.dify import DifyHook
+    from dify_provider.triggers.workflow_run import WorkflowRunTrigger
 
 
 class WorkflowRunSensor(RunPollingSensor):
@@ -35,7 +39,7 @@ class WorkflowRunSensor(RunPollingSensor):
     template_fields = ("workflow_run_id", "dify_conn_id")
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, workflow_run_id: str, dify_conn_id: str = DifyHook.default_conn_name,
+    def __init__(self, *, workflow_run_id: str, dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
                  fail_on_partial: bool = False, fail_on_paused: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.workflow_run_id = workflow_run_id
@@ -49,6 +53,8 @@ class WorkflowRunSensor(RunPollingSensor):
 
     @cached_property
     def hook(self) -> DifyHook:
+        from dify_provider.hooks.dify import DifyHook
+
         return DifyHook(dify_conn_id=self.dify_conn_id)
 
     def validate_run_id(self) -> str:
@@ -66,5 +72,7 @@ class WorkflowRunSensor(RunPollingSensor):
         return snapshot_of_run(run, self.policy, console_link=self._console_link)
 
     def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> WorkflowRunTrigger:
+        from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+
         return WorkflowRunTrigger(run_id, self.dify_conn_id, console_link=getattr(self, "_console_link", None),
                                   fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, **common)

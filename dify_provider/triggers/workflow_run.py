@@ -8,6 +8,7 @@ from dify_provider.client.errors import DifyError
 from dify_provider.client.status import WaitPolicy
 from dify_provider.client.waiting import DIFY_RUN, Snapshot, snapshot_of_error, snapshot_of_run
 from dify_provider.hooks.dify import SharedAsyncClients
+from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 from dify_provider.triggers.base import RunPollingTrigger
 
 
@@ -22,7 +23,7 @@ class WorkflowRunTrigger(RunPollingTrigger):
 
     run_kind = DIFY_RUN
 
-    def __init__(self, workflow_run_id: str, dify_conn_id: str = "dify_default", *,
+    def __init__(self, workflow_run_id: str, dify_conn_id: str = DIFY_DEFAULT_CONN_ID, *,
                  task_id: str | None = None, user: str | None = None, console_link: str | None = None,
                  fail_on_partial: bool = False, fail_on_paused: bool = False, **kwargs: Any) -> None:
         super().__init__(run_id=workflow_run_id, conn_id=dify_conn_id, **kwargs)

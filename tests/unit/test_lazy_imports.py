@@ -1,0 +1,48 @@
+"""DAG files import the operators at every parse: what that import loads is kept small on purpose
+(``bench/``, DAG-parse overhead). These checks are on *what* is loaded, never on how long it takes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+import dify_provider.client as client
+
+#: Loaded only when a task runs (or a trigger polls), never when a DAG file is parsed.
+HEAVY = ("httpx_sse", "httpx_aiohttp", "aiohttp", "airflow.triggers.base", "dify_provider.client._core",
+         "dify_provider.client.models", "dify_provider.client.sync", "dify_provider.client.async_",
+         "dify_provider.hooks.dify", "dify_provider.triggers.workflow_run")
+
+PROBE = """
+import json, sys
+from airflow.sdk import DAG
+import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
+from dify_provider.operators.workflow import DifyRunWorkflowOperator
+from dify_provider.sensors.workflow_run import WorkflowRunSensor
+with DAG("parse_only", schedule=None):
+    DifyRunWorkflowOperator(task_id="run", inputs={"text": "hi"})
+    WorkflowRunSensor(task_id="wait", workflow_run_id="b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b")
+prefixes = ("dify_provider", "httpx", "aiohttp", "airflow.triggers")
+print(json.dumps(sorted(m for m in sys.modules if m.startswith(prefixes))))
+"""
+
+
+def test_parsing_a_dag_with_the_operator_and_sensor_loads_no_client_or_trigger() -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "dify_provider.operators.workflow" in loaded  # the probe did import what it claims
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_every_public_client_name_resolves_to_its_home_module() -> None:
+    assert client.__all__ == sorted(client.__all__)
+    assert len(client.__all__) > 40
+    for name in client.__all__:
+        home = client._HOME[name]
+        assert getattr(client, name) is getattr(importlib.import_module(home), name), name
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        client.NoSuchThing  # noqa: B018
