@@ -6,6 +6,7 @@ written exactly once.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -73,6 +74,7 @@ def run_workflow(config: ClientConfig, inputs: Any, user: str | None, response_m
     return Call("POST", path, parser(BlockingRunResponse), retry=Retry.START, json=body)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few thousand runs are polled over and over
 def get_workflow_run(run_id: str) -> Call[WorkflowRun]:
     return Call("GET", f"/workflows/run/{check_uuid('workflow_run_id', run_id)}", _run_detail)
 

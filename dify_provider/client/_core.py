@@ -274,8 +274,9 @@ def transport_error(exc: httpx.TransportError, path: str, *, service: str = "Dif
     detail = str(exc) or what
     if isinstance(exc, httpx.TimeoutException):
         return e.DifyTimeoutError(f"{service} did not answer {path} in time ({what}: {detail})", sent=True)
-    # Only a refused/failed connect proves nothing was sent. (httpx-aiohttp reports a server
-    # disconnect as ConnectTimeout, which is why ConnectTimeout does not count as "not sent".)
+    # Only a refused/failed connect proves nothing was sent. (Plain httpx-aiohttp reports a server
+    # disconnect as ConnectTimeout, which is why ConnectTimeout does not count as "not sent";
+    # our PooledTransport re-maps it, but a caller may bring their own transport.)
     return e.DifyConnectionError(f"could not reach {service} for {path} ({what}: {detail})",
                                  sent=not isinstance(exc, httpx.ConnectError))
 

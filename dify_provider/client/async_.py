@@ -6,10 +6,7 @@ Mirrors :class:`~dify_provider.client.sync.DifyClient` method for method; all de
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, Literal, Self, TypeVar, overload
 
@@ -23,8 +20,6 @@ from dify_provider.client._core import (
     ClientConfig,
     raise_for_status,
     request_args,
-    retryable,
-    tenacity_args,
     transport_error,
 )
 from dify_provider.client._transport import AsyncServiceClient
@@ -102,89 +97,16 @@ class AsyncWorkflowStream(_api.StreamState):
         await self.aclose()
 
 
-#: Parsed URLs by text. A triggerer polls the same few thousand run URLs over and over, and
-#: parsing one costs more than the rest of building its request; ``httpx.URL`` is immutable.
-_url = functools.lru_cache(maxsize=4096)(httpx.URL)
-
-
 class AsyncDifyClient(AsyncServiceClient[ClientConfig]):
     """Pooled, retrying async client for one Dify app. ``max_in_flight`` bounds concurrent
-    requests so that thousands of callers queue in memory instead of thrashing the pool.
-
-    Built for a triggerer polling thousands of runs, where each poll's CPU is the cost: when a
-    ``transport`` is given (the shared triggerer client passes aiohttp's), plain calls go straight
-    to it with headers and timeouts built once, skipping ``httpx.AsyncClient.send`` (auth flows,
-    cookies, redirects, event hooks: none used here), and retries are set up only after a first
-    attempt failed. Measured at 1,000 waiting runs, that is about half of a poll's CPU (see
-    ``bench/``). Without a transport, requests take httpx's normal path (its pool, environment
-    proxies); streams always do.
+    requests so that thousands of callers queue in memory instead of thrashing the pool; see
+    :class:`~dify_provider.client._transport.AsyncServiceClient` for the triggerer's fast path.
     """
 
     service = "Dify"
 
-    def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 max_in_flight: int | None = None) -> None:
-        super().__init__(config, transport=transport, sleep=sleep, max_in_flight=max_in_flight)
-        self._direct = transport
-        # What build_request would produce for every call, computed once: httpx's default headers
-        # overlaid with ours (with and without the key: GET / is unauthenticated), and timeouts.
-        with_key = httpx.Headers(self.http.headers)
-        with_key.update(config.headers())
-        without_key = httpx.Headers(with_key)
-        del without_key["Authorization"]
-        self._headers = {True: with_key, False: without_key}
-        self._timeouts = {"timeout": config.httpx_timeout().as_dict()}
-
     def _raise_for_status(self, response: httpx.Response, path: str) -> None:
         raise_for_status(response, path)
-
-    async def _call(self, call: Call[T]) -> T:
-        started = time.monotonic()
-        try:
-            return await self._attempt(call)
-        except Exception as exc:
-            if not retryable(exc, call.retry):
-                raise
-            first = exc
-        # Rare: hand over to the one retry policy (tenacity), replaying the first failure so it is
-        # counted as attempt 1 and its time against the time limit.
-        replay = [first]
-
-        async def attempt() -> T:
-            if replay:
-                raise replay.pop()
-            return await self._attempt(call)
-
-        retrying = tenacity.AsyncRetrying(**tenacity_args(self.config.retry, call.retry, self._sleep,
-                                                          elapsed=time.monotonic() - started))
-        result: T = await retrying(attempt)
-        return result
-
-    async def _attempt(self, call: Call[T]) -> T:
-        async with self._gate:
-            try:
-                response = await self._send(call)
-            except httpx.TransportError as exc:
-                raise self._transport_error(exc, call.path) from exc
-        self._raise_for_status(response, call.path)
-        return call.parse(response)
-
-    async def _send(self, call: Call[Any]) -> httpx.Response:
-        if self._direct is None:
-            return await self.http.send(self.http.build_request(**request_args(self.config, call)))
-        if self.http.is_closed:
-            raise RuntimeError("Cannot send a request, as the client has been closed.")
-        request = httpx.Request(call.method, _url(call.url or self.config.base_url + call.path), params=call.params,
-                                json=call.json, files=call.files, data=call.data, headers=self._headers[call.auth],
-                                extensions=self._timeouts)
-        response = await self._direct.handle_async_request(request)
-        response.request = request
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
 
     # --- API -------------------------------------------------------------------------------
 

@@ -79,22 +79,33 @@ def _tokens(run: WorkflowRun) -> str:
 
 def snapshot_of_run(run: WorkflowRun, policy: WaitPolicy, *, console_link: str | None = None) -> Snapshot:
     decision: Decision = judge(run.status, policy)
+    return Snapshot(decision.verdict, decision.reason, run.id, _message(run, decision.reason, console_link),
+                    str(run.status), run.summary())
+
+
+def _message(run: WorkflowRun, reason: Reason, console_link: str | None) -> str:
+    # Only the message that applies is built: a triggerer makes this call thousands of times a
+    # second, nearly always for a run that is still running.
     rid = run.id
-    messages = {
-        Reason.SUCCEEDED: f"Dify workflow run {rid} succeeded ({_tokens(run)})",
-        Reason.PARTIAL_SUCCEEDED: f"Dify workflow run {rid} partially succeeded: some nodes failed and were "
-        f"handled by their error strategy ({_tokens(run)})",
-        Reason.FAILED: f"Dify workflow run {rid} failed: {run.error or 'no error text from Dify'}",
-        Reason.STOPPED: f"Dify workflow run {rid} was stopped (stop API, moderation or an operator)"
-        + (f": {run.error}" if run.error else ""),
-        Reason.PAUSED: f"Dify workflow run {rid} is paused waiting for human input; answer the form in "
-        f"{console_link or 'the Dify console'} (or POST /form/human_input/<token>) to resume it",
-        Reason.RUNNING: f"Dify workflow run {rid} is {run.status}",
-        Reason.UNKNOWN_STATUS: f"Dify workflow run {rid} reports status {str(run.status)!r}, unknown to this "
-        "provider; treating it as not finished",
-    }
-    return Snapshot(decision.verdict, decision.reason, rid, messages[decision.reason], str(run.status),
-                    run.summary())
+    match reason:
+        case Reason.RUNNING:
+            return f"Dify workflow run {rid} is {run.status}"
+        case Reason.SUCCEEDED:
+            return f"Dify workflow run {rid} succeeded ({_tokens(run)})"
+        case Reason.PARTIAL_SUCCEEDED:
+            return (f"Dify workflow run {rid} partially succeeded: some nodes failed and were handled by "
+                    f"their error strategy ({_tokens(run)})")
+        case Reason.FAILED:
+            return f"Dify workflow run {rid} failed: {run.error or 'no error text from Dify'}"
+        case Reason.STOPPED:
+            return (f"Dify workflow run {rid} was stopped (stop API, moderation or an operator)"
+                    + (f": {run.error}" if run.error else ""))
+        case Reason.PAUSED:
+            return (f"Dify workflow run {rid} is paused waiting for human input; answer the form in "
+                    f"{console_link or 'the Dify console'} (or POST /form/human_input/<token>) to resume it")
+        case _:
+            return (f"Dify workflow run {rid} reports status {str(run.status)!r}, unknown to this provider; "
+                    "treating it as not finished")
 
 
 @dataclass(frozen=True)

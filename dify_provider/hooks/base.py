@@ -9,6 +9,7 @@ same for all backends, so they are written here once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from abc import ABC, abstractmethod
@@ -75,13 +76,16 @@ class _AsyncClient(Protocol):
 ClientT = TypeVar("ClientT", bound=_AsyncClient)
 ConfigT = TypeVar("ConfigT")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class _Entry(Generic[ConfigT, ClientT]):
     client: ClientT | None = None
     config: ConfigT | None = None
     fetched: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # only for the first load
+    refresh: asyncio.Task[None] | None = None  # referenced here so it is neither collected nor doubled
 
 
 class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
@@ -90,14 +94,25 @@ class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
     A triggerer may hold thousands of waiting triggers; a client each (or, worse, one per poll)
     costs a handshake and a pool per trigger. Sharing one per connection bounds sockets by the
     pool size. Keyed by the loop object (weakly), because a client is bound to the loop that
-    created it. The connection is re-read every ``refresh_seconds`` so a rotated key is picked up
-    without restarting the triggerer; the client is replaced only when the config changed.
+    created it.
+
+    The connection is re-read every ``refresh_seconds`` so a rotated key is picked up without
+    restarting the triggerer. That lookup may take seconds (a secrets backend), so it runs in a
+    background task while every poll keeps using the current client: otherwise all triggers
+    would stall together at each refresh. A failed re-read keeps the current client (a backend
+    hiccup must not fail triggers that were fine) and is retried a period later. A client
+    replaced because its config changed is closed only after ``retire_seconds``, since triggers
+    may have requests in flight on it; keep that above the request timeout, and below
+    ``refresh_seconds`` (the same task retires it, and the next refresh waits for that task).
+    Only the first lookup of a connection is awaited by its callers, and its errors are theirs:
+    a trigger must fail visibly on a missing connection.
 
     A backend subclasses this with :meth:`load_config` (async connection lookup) and
     :meth:`make_client`; each subclass keeps its own clients.
     """
 
     refresh_seconds: ClassVar[float] = 300.0
+    retire_seconds: ClassVar[float] = 120.0
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Entry[Any, Any]]]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -120,22 +135,55 @@ class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
         entry: _Entry[ConfigT, ClientT] | None = entries.get(conn_id)
         if entry is None:
             entry = entries[conn_id] = _Entry()
-        if entry.client is not None and time.monotonic() - entry.fetched < cls.refresh_seconds:
-            return entry.client
-        async with entry.lock:
-            if entry.client is None or time.monotonic() - entry.fetched >= cls.refresh_seconds:
+        client = entry.client
+        if client is None:
+            return await cls._first_load(conn_id, entry)
+        if time.monotonic() - entry.fetched >= cls.refresh_seconds and (entry.refresh is None or entry.refresh.done()):
+            entry.refresh = asyncio.create_task(cls._refresh(conn_id, entry), name=f"refresh connection {conn_id}")
+        return client
+
+    @classmethod
+    async def _first_load(cls, conn_id: str, entry: _Entry[ConfigT, ClientT]) -> ClientT:
+        async with entry.lock:  # concurrent first callers share one lookup
+            if entry.client is None:
                 config = await cls.load_config(conn_id)
-                if entry.client is None or entry.config != config:
-                    old, entry.client, entry.config = entry.client, cls.make_client(config), config
-                    if old is not None:
-                        await old.aclose()
-                entry.fetched = time.monotonic()
+                entry.client, entry.config, entry.fetched = cls.make_client(config), config, time.monotonic()
             return entry.client
+
+    @classmethod
+    async def _refresh(cls, conn_id: str, entry: _Entry[ConfigT, ClientT]) -> None:
+        try:
+            config = await cls.load_config(conn_id)
+            new = None if config == entry.config else cls.make_client(config)
+        except Exception as exc:
+            # The connection id and the error only, no config and no traceback: the key must never reach the log.
+            log.warning(
+                "Could not re-read connection %r (%s: %s); keeping its current client, retrying in %.0f s",
+                conn_id,
+                type(exc).__name__,
+                exc,
+                cls.refresh_seconds,
+            )
+            entry.fetched = time.monotonic()
+            return
+        entry.fetched = time.monotonic()
+        if new is None:
+            return
+        old, entry.client, entry.config = entry.client, new, config
+        try:
+            await asyncio.sleep(cls.retire_seconds)
+        finally:  # also on cancellation (close_all, loop shutdown): the old client is closed either way
+            if old is not None:
+                await old.aclose()
 
     @classmethod
     async def close_all(cls) -> None:
         """For tests and benchmarks; a triggerer simply exits."""
         entries = cls._by_loop.pop(asyncio.get_running_loop(), {})
+        tasks = [entry.refresh for entry in entries.values() if entry.refresh is not None]
+        for task in tasks:
+            task.cancel()  # a cancelled refresh closes the client it was retiring
+        await asyncio.gather(*tasks, return_exceptions=True)
         for entry in entries.values():
             if entry.client is not None:
                 await entry.client.aclose()
