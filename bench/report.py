@@ -33,7 +33,9 @@ def load_table(cells: list[dict[str, Any]]) -> str:
     ]
     for c in cells:
         ratio = _ratio(c["cpu_s_per_1000_polls"], peer_cpu.get(c["n"]))
-        vs = "1.00" if c["poller"] == PEER else (f"{1 / ratio:.2f}x (1/{ratio:.1f})" if ratio else "-")
+        # ``ratio`` is how many times cheaper than the peer; below 1, say how many times dearer.
+        vs = ("1.00" if c["poller"] == PEER else "-" if not ratio
+              else f"{1 / ratio:.2f}x (1/{ratio:.1f})" if ratio >= 1 else f"{1 / ratio:.1f}x")
         lat = c["detect_latency_ms"]
         lines.append(
             f"| {c['n']:,} | {LABELS[c['poller']]} | {_f(c['cpu_s_per_1000_polls'], 3)} | {vs} "
