@@ -32,6 +32,18 @@ async def first_event(trigger: WorkflowRunTrigger, *, polls_before: int | None =
         await SharedAsyncClients.close_all()
 
 
+def finish_after_polls(emulator: DifyEmulator, trigger: WorkflowRunTrigger, run_id: str, polls: int) -> dict[str, Any]:
+    """Run the trigger; once it has polled ``polls`` times, end the run; return its event."""
+
+    async def go() -> dict[str, Any]:
+        task = asyncio.ensure_future(first_event(trigger))
+        await asyncio.to_thread(emulator.wait_for_requests, "GET", f"/workflows/run/{run_id}", polls, 30)
+        emulator.finish(run_id)
+        return await task
+
+    return asyncio.run(go())
+
+
 def test_serialised_trigger_carries_no_key(dify_emulator: DifyEmulator) -> None:
     trigger = WorkflowRunTrigger("b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b", task_id="t", user="u", poll_interval=2,
                                  end_time=time.time() + 60, console_link="http://console/app/x/logs")
@@ -84,14 +96,7 @@ def test_execution_deadline_is_its_own_reason(dify_emulator: DifyEmulator) -> No
 def test_run_finished_during_last_sleep_is_success_not_timeout(dify_emulator: DifyEmulator) -> None:
     run_id = start_run(dify_emulator, Scenario(hold=True))
     trigger = WorkflowRunTrigger(run_id, poll_interval=30, end_time=time.time() + 0.5)
-
-    async def go() -> dict[str, Any]:
-        task = asyncio.ensure_future(first_event(trigger))
-        await asyncio.to_thread(dify_emulator.wait_for_requests, "GET", f"/workflows/run/{run_id}", 1, 30)
-        dify_emulator.finish(run_id)
-        return await task
-
-    assert asyncio.run(go())["verdict"] == "success"
+    assert finish_after_polls(dify_emulator, trigger, run_id, 1)["verdict"] == "success"
 
 
 def test_wake_ups_snap_to_a_grid_no_coarser_than_a_fortieth_of_the_delay() -> None:
@@ -106,14 +111,7 @@ def test_an_unchanged_running_line_is_logged_once_not_per_poll(dify_emulator: Di
                                                                capfd: pytest.CaptureFixture[str]) -> None:
     run_id = start_run(dify_emulator, Scenario(hold=True))
     trigger = WorkflowRunTrigger(run_id, poll_interval=0.02, end_time=time.time() + 60)
-
-    async def go() -> dict[str, Any]:
-        task = asyncio.ensure_future(first_event(trigger))
-        await asyncio.to_thread(dify_emulator.wait_for_requests, "GET", f"/workflows/run/{run_id}", 5, 30)
-        dify_emulator.finish(run_id)
-        return await task
-
-    assert asyncio.run(go())["verdict"] == "success"
+    assert finish_after_polls(dify_emulator, trigger, run_id, 5)["verdict"] == "success"
     out, err = capfd.readouterr()  # the trigger logs through Airflow's structlog set-up
     running = [line for line in (out + err).splitlines() if f"Dify workflow run {run_id} is running" in line]
     assert len(dify_emulator.requests_to("GET", f"/workflows/run/{run_id}")) >= 5
