@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dify_provider.client.chenyu import check_run_order_id, snapshot_of_chenyu_error, snapshot_of_progress
 from dify_provider.client.errors import DifyError
 from dify_provider.client.waiting import Snapshot
-from dify_provider.hooks.chenyu import ChenyuHook
+from dify_provider.provider_info import CHENYU_DEFAULT_CONN_ID
 from dify_provider.sensors.base import RunPollingSensor
-from dify_provider.triggers.chenyu import ChenyuRunTrigger
+
+# The Chenyu client, hook and trigger load when the task runs, not at every DAG parse.
+if TYPE_CHECKING:
+    from dify_provider.hooks.chenyu import ChenyuHook
+    from dify_provider.triggers.chenyu import ChenyuRunTrigger
 
 
 class ChenyuRunSensor(RunPollingSensor):
@@ -36,7 +39,7 @@ class ChenyuRunSensor(RunPollingSensor):
     template_fields = ("run_order_id", "chenyu_conn_id")
     ui_color = "#fdf1e6"
 
-    def __init__(self, *, run_order_id: str, chenyu_conn_id: str = ChenyuHook.default_conn_name,
+    def __init__(self, *, run_order_id: str, chenyu_conn_id: str = CHENYU_DEFAULT_CONN_ID,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run_order_id = run_order_id
@@ -44,13 +47,19 @@ class ChenyuRunSensor(RunPollingSensor):
 
     @cached_property
     def hook(self) -> ChenyuHook:
+        from dify_provider.hooks.chenyu import ChenyuHook
+
         return ChenyuHook(chenyu_conn_id=self.chenyu_conn_id)
 
     def validate_run_id(self) -> str:
+        from dify_provider.client.chenyu import check_run_order_id
+
         self.run_order_id = check_run_order_id(self.run_order_id)
         return self.run_order_id
 
     def poll_once(self) -> Snapshot:
+        from dify_provider.client.chenyu import snapshot_of_chenyu_error, snapshot_of_progress
+
         try:
             with self.hook.get_client() as client:
                 progress = client.get_run_progress(self.run_order_id)
@@ -59,4 +68,6 @@ class ChenyuRunSensor(RunPollingSensor):
         return snapshot_of_progress(progress, self.run_order_id)
 
     def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> ChenyuRunTrigger:
+        from dify_provider.triggers.chenyu import ChenyuRunTrigger
+
         return ChenyuRunTrigger(run_id, self.chenyu_conn_id, **common)

@@ -15,7 +15,8 @@ import dify_provider.client as client
 #: Loaded only when a task runs (or a trigger polls), never when a DAG file is parsed.
 HEAVY = ("httpx_sse", "httpx_aiohttp", "aiohttp", "airflow.triggers.base", "dify_provider.client._core",
          "dify_provider.client.models", "dify_provider.client.sync", "dify_provider.client.async_",
-         "dify_provider.hooks.dify", "dify_provider.triggers.workflow_run")
+         "dify_provider.hooks.dify", "dify_provider.triggers.workflow_run", "dify_provider.client.chenyu",
+         "dify_provider.hooks.chenyu", "dify_provider.triggers.chenyu")
 
 PROBE = """
 import json, sys
@@ -23,15 +24,17 @@ from airflow.sdk import DAG
 import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor
+from dify_provider.sensors.chenyu import ChenyuRunSensor
 with DAG("parse_only", schedule=None):
     DifyRunWorkflowOperator(task_id="run", inputs={"text": "hi"})
     WorkflowRunSensor(task_id="wait", workflow_run_id="b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b")
+    ChenyuRunSensor(task_id="wait_chenyu", run_order_id="wfrun_314ff7d8b7a5beff1388")
 prefixes = ("dify_provider", "httpx", "aiohttp", "airflow.triggers")
 print(json.dumps(sorted(m for m in sys.modules if m.startswith(prefixes))))
 """
 
 
-def test_parsing_a_dag_with_the_operator_and_sensor_loads_no_client_or_trigger() -> None:
+def test_parsing_a_dag_with_the_operator_and_sensors_loads_no_client_or_trigger() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "dify_provider.operators.workflow" in loaded  # the probe did import what it claims
