@@ -115,9 +115,12 @@ class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
     retire_seconds: ClassVar[float] = 120.0
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Entry[Any, Any]]]]
 
+    _keepers: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]]
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._by_loop = weakref.WeakKeyDictionary()
+        cls._keepers = weakref.WeakKeyDictionary()
 
     @classmethod
     @abstractmethod
@@ -131,7 +134,10 @@ class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
 
     @classmethod
     async def get(cls, conn_id: str) -> ClientT:
-        entries = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        if loop not in cls._keepers:
+            cls._keepers[loop] = loop.create_task(cls._close_when_loop_ends(), name=f"{cls.__name__} closer")
+        entries = cls._by_loop.setdefault(loop, {})
         entry: _Entry[ConfigT, ClientT] | None = entries.get(conn_id)
         if entry is None:
             entry = entries[conn_id] = _Entry()
@@ -177,10 +183,25 @@ class AsyncClientPool(ABC, Generic[ConfigT, ClientT]):
                 await old.aclose()
 
     @classmethod
+    async def _close_when_loop_ends(cls) -> None:
+        """Close this loop's clients when the loop ends. ``asyncio.run`` cancels the tasks still
+        pending when its coroutine returns, and ``dag.test()`` runs each deferral in an
+        ``asyncio.run`` of its own: without this, every deferred task tested that way printed
+        aiohttp's "Unclosed client session" errors. A triggerer's loop never ends: it waits."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await cls.close_all()
+
+    @classmethod
     async def close_all(cls) -> None:
-        """For tests and benchmarks; a triggerer simply exits."""
-        entries = cls._by_loop.pop(asyncio.get_running_loop(), {})
+        """Close this loop's clients now (tests, benchmarks); see :meth:`_close_when_loop_ends`."""
+        loop = asyncio.get_running_loop()
+        keeper = cls._keepers.pop(loop, None)
+        entries = cls._by_loop.pop(loop, {})
         tasks = [entry.refresh for entry in entries.values() if entry.refresh is not None]
+        if keeper is not None and keeper is not asyncio.current_task():
+            tasks.append(keeper)
         for task in tasks:
             task.cancel()  # a cancelled refresh closes the client it was retiring
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -214,3 +214,17 @@ async def test_close_all_closes_current_and_retiring_clients_and_cancels_tasks(c
     assert all(c.closed_at is not None for c in (retiring, current, pending))
     assert all(task is not None and task.cancelled() for task in tasks)
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+def test_clients_are_closed_when_their_loop_ends(clock: list[float]) -> None:
+    """Without close_all: what dag.test() does, one asyncio.run per deferral."""
+
+    async def one_deferral() -> FakeClient:
+        answer(cfg())
+        return await soon(Pool.get("c"))
+
+    client = asyncio.run(one_deferral())
+    assert client.closed_at is not None
+    again = asyncio.run(one_deferral())  # the next loop gets a client (and a closer) of its own
+    assert again is not client
+    assert again.closed_at is not None

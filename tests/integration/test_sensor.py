@@ -153,3 +153,18 @@ def test_backoff_polls_less(dify_emulator: DifyEmulator, dag_id: str) -> None:
     with after_polls(dify_emulator, run_id, 3, lambda: dify_emulator.finish(run_id)):
         result = run_dag(sensor_dag(dag_id, run_id, max_poke_interval=30))
     assert result.state == "success"
+
+
+def test_deferred_wait_under_dag_test_closes_its_client(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    """dag.test() runs each deferral in an asyncio.run of its own; the shared client must be closed
+    when that loop ends, or aiohttp logs "Unclosed client session" errors to the DAG author (and the
+    client, which references its loop, keeps the dead loop alive)."""
+    from dify_provider.hooks.dify import SharedAsyncClients
+
+    run_id = start_run(dify_emulator, Scenario(hold=True))
+    with after_polls(dify_emulator, run_id, 2, lambda: dify_emulator.finish(run_id)):
+        result = run_dag(sensor_dag(dag_id, run_id, deferrable=True))
+    assert result.state == "success"
+    assert "DEFERRED" in result.log("wait")  # the wait did run in a trigger
+    left = [entries for loop, entries in SharedAsyncClients._by_loop.items() if loop.is_closed()]
+    assert left == []
