@@ -144,7 +144,7 @@ class AsyncServiceClient(_ServiceClient[ConfigT]):
                 self._plain_headers = {auth: dict(h.items()) for auth, h in self._headers.items()}
                 self._timeouts = {"timeout": config.httpx_timeout().as_dict()}
                 self._aiohttp_timeout = aiohttp_timeout(config.httpx_timeout())
-                self._bodiless: dict[tuple[str, str, bool], httpx.Request] = {}
+                self._bodiless: dict[tuple[Any, ...], httpx.Request] = {}
 
     async def _call(self, call: Call[T]) -> T:
         started = time.monotonic()
@@ -178,18 +178,19 @@ class AsyncServiceClient(_ServiceClient[ConfigT]):
         return call.parse(response)
 
     async def _send(self, call: Call[Any]) -> httpx.Response:
-        bodiless = call.params is None and call.json is None and call.files is None and call.data is None
+        bodiless = call.json is None and call.files is None and call.data is None
         if self._pooled is None or not bodiless:  # polls are body-less GETs; the rest is rare
             return await self.http.send(self.http.build_request(**request_args(self.config, call)))
         if self.http.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         url = call.url or self.config.base_url + call.path
-        request = self._bodiless.get((call.method, url, call.auth))
+        key = (call.method, url, tuple(call.params.items()) if call.params else (), call.auth)
+        request = self._bodiless.get(key)
         if request is None:  # a request without a body is never changed by sending it: keep it
             if len(self._bodiless) >= 4096:  # a triggerer's runs come and go: keep the recent ones
                 self._bodiless.clear()
-            request = self._bodiless[(call.method, url, call.auth)] = httpx.Request(
-                call.method, url, headers=self._headers[call.auth], extensions=self._timeouts)
+            request = self._bodiless[key] = httpx.Request(call.method, url, params=call.params,
+                                                          headers=self._headers[call.auth], extensions=self._timeouts)
         return await self._pooled.fetch(request, self._plain_headers[call.auth], self._aiohttp_timeout)
 
     async def aclose(self) -> None:

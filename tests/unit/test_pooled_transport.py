@@ -4,6 +4,7 @@ loopback server: it must answer exactly as httpx's generic path would (decoding,
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from dify_provider.client import AsyncDifyClient, ClientConfig, DifyConnectionError, DifyNotFoundError
 from dify_provider.client._aiohttp import PooledTransport, aiohttp_timeout
-from dify_provider.client._core import NO_RETRY
+from dify_provider.client._core import NO_RETRY, Call
 from dify_provider.client._transport import fast_transport
 
 from . import _bodies as b
@@ -37,8 +38,13 @@ async def server() -> AsyncIterator[Server]:
         body = gzip.compress(json.dumps(b.RUN_DETAIL_RUNNING).encode())  # as a proxy with gzip on sends it
         return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
 
+    async def echo(request: web.Request) -> web.Response:
+        seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers)})
+        return web.json_response(dict(request.query))
+
     app = web.Application()
     app.router.add_get("/v1/workflows/run/{run_id}", run_detail)
+    app.router.add_get("/v1/echo", echo)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -118,3 +124,18 @@ async def test_a_dropped_connection_is_a_broken_connection_not_a_timeout() -> No
             await transport.aclose()
     finally:
         tcp.close()
+
+
+@pytest.mark.asyncio
+async def test_a_query_is_part_of_the_reused_request(server: Server) -> None:
+    """Chenyu's progress poll names its run in the query string, not the path."""
+    base_url, seen = server
+    cfg = config(base_url)
+    echo = functools.partial(Call, "GET", "/echo", lambda response: response.json())
+    async with AsyncDifyClient(cfg, transport=fast_transport(cfg)) as client:
+        assert await client._call(echo(params={"run_order_id": "wfrun_1"})) == {"run_order_id": "wfrun_1"}
+        assert await client._call(echo(params={"run_order_id": "wfrun_2"})) == {"run_order_id": "wfrun_2"}
+        assert await client._call(echo(params={"run_order_id": "wfrun_1"})) == {"run_order_id": "wfrun_1"}
+        assert len(client._bodiless) == 2
+    assert [s["path"] for s in seen] == ["/v1/echo?run_order_id=wfrun_1", "/v1/echo?run_order_id=wfrun_2",
+                                         "/v1/echo?run_order_id=wfrun_1"]
