@@ -1,5 +1,6 @@
-"""``python -m dify_provider.testing serve``: the emulator as a process, for end-to-end tests
-that run Airflow (or anything else) in other processes and script it over ``/_emulator``."""
+"""``python -m dify_provider.testing serve`` (Dify) or ``... chenyu`` (Chenyu): an emulator as a
+process, for end-to-end tests that run Airflow (or anything else) in other processes and script
+it over ``/_emulator``."""
 
 from __future__ import annotations
 
@@ -36,16 +37,37 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ping-interval", type=float, default=10.0)
     serve.add_argument("--config", type=Path, help='JSON file: {"apps": [EmulatedApp, ...]}')
     serve.add_argument("--access-log", action="store_true")
+    chenyu = commands.add_parser("chenyu", help="serve the Chenyu progress API until SIGINT/SIGTERM")
+    chenyu.add_argument("--host", default="127.0.0.1")
+    chenyu.add_argument("--port", type=int, default=5002, help="0 picks a free port")
+    chenyu.add_argument("--api-key", help="the one key it accepts (default: the emulator's fixed test key)")
     return parser
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+
+
+def _serve_chenyu(args: argparse.Namespace) -> int:
+    from dify_provider.testing.chenyu import DEFAULT_API_KEY, ChenyuEmulator
+
+    with ChenyuEmulator(api_key=args.api_key or DEFAULT_API_KEY, host=args.host, port=args.port) as emulator:
+        print(f"Chenyu emulator serving {emulator.base_url}", flush=True)
+        print(f"admin API: {emulator.admin_url}/ (POST /runs creates a run order)", flush=True)
+        print(f"AIRFLOW_CONN_CHENYU_DEFAULT='{emulator.airflow_connection_json()}'", flush=True)
+        _wait_for_signal()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "chenyu":
+        return _serve_chenyu(args)
     from dify_provider.testing.server import DifyEmulator
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     emulator = DifyEmulator(
         _load_apps(args.config) if args.config else None,
         server_version=args.server_version,
@@ -60,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"admin API: {emulator.admin_url}/", flush=True)
         for app in emulator.apps.values():
             print(f"app {app.name}  mode={app.mode}  key={app.api_key}  app_id={app.app_id}", flush=True)
-        stop.wait()
+        _wait_for_signal()
     return 0
 
 

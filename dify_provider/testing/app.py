@@ -68,9 +68,9 @@ class Ctx:
         return self.key_app
 
     def fired(self, fault: Fault) -> None:
-        record = self.request.scope.get(RECORD_KEY)
-        if record is not None:
-            self.state.requests.update(record, fault=fault.kind)
+        seq = self.request.scope.get(RECORD_KEY)
+        if seq is not None:
+            self.state.requests.update(seq, fault=fault.kind)
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]

@@ -16,16 +16,11 @@ emulator in another process. In pytest, use the ``chenyu_emulator`` fixture.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import socket
-import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +38,7 @@ from dify_provider.testing.chenyu_state import (
 from dify_provider.testing.faults import ResetResponse
 from dify_provider.testing.models import RecordedRequest
 from dify_provider.testing.recording import RECORD_KEY, RecordingMiddleware
-from dify_provider.testing.server import _Server
+from dify_provider.testing.serving import LoopbackServer
 
 PROGRESS_PATH = "/api/open/v2/workflow/run/execution"
 DEFAULT_API_KEY = "cy-emulator-key-0123456789"
@@ -69,9 +64,9 @@ def _progress_route(state: ChenyuState) -> Callable[[Request], Any]:
     async def progress(request: Request) -> Response:
         fault = state.take_fault()
         if fault is not None:
-            record = request.scope.get(RECORD_KEY)
-            if record is not None:
-                state.requests.update(record, fault=fault.kind)
+            seq = request.scope.get(RECORD_KEY)
+            if seq is not None:
+                state.requests.update(seq, fault=fault.kind)
             return _fault_response(fault)
         if request.headers.get("authorization") != f"Bearer {state.api_key}":
             return JSONResponse(envelope_error(401, "Unauthorized.", reason="Unauthorized.",
@@ -174,60 +169,21 @@ class ChenyuEmulator:
     """
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
         self.state = ChenyuState(api_key, media_url="")
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = LoopbackServer("chenyu-emulator", host, port, backlog=512)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        if self._thread is not None:
-            return self
-        # proto IPPROTO_TCP, or asyncio skips TCP_NODELAY on accepted sockets (+40 ms per answer).
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))  # bound here: a busy port fails in the caller
-        sock.listen(512)
-        self._port = sock.getsockname()[1]
-        self.state.media_url = f"{self.base_url}/media"
-        config = uvicorn.Config(create_chenyu_app(self.state), lifespan="off", log_config=None, log_level="warning",
-                                access_log=False, server_header=False, timeout_graceful_shutdown=2,
-                                loop=os.environ.get("DIFY_EMULATOR_LOOP", "auto"))
+        def make_app() -> ASGIApp:
+            self.state.media_url = f"{self.base_url}/media"  # the port is known by now
+            return create_chenyu_app(self.state)
 
-        def ready(loop: asyncio.AbstractEventLoop) -> None:
-            self._loop = loop
-            self._ready.set()
-
-        server = self._server = _Server(config, ready)
-
-        def serve() -> None:
-            try:
-                server.run(sockets=[sock])
-            finally:
-                self._ready.set()
-                sock.close()
-
-        self._thread = threading.Thread(target=serve, name="chenyu-emulator", daemon=True)
-        self._thread.start()
-        self._ready.wait(15)
-        if self._loop is None:
-            self.close()
-            raise RuntimeError("the Chenyu emulator failed to start (see the log above)")
+        self._server.start(make_app)
         return self
 
     def close(self) -> None:
-        if self._thread is None or self._server is None:
-            return
-        if self._loop is not None and self._thread.is_alive():
-            self._server.request_exit(self._loop)
-        self._server.should_exit = True
-        self._thread.join(15)
-        self._thread = self._loop = None
+        self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -241,8 +197,7 @@ class ChenyuEmulator:
     @property
     def base_url(self) -> str:
         """What a ``chenyu`` connection's host should be."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        return self._server.url
 
     @property
     def admin_url(self) -> str:

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,37 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dify_provider.testing.faults import TRANSPORT_KEY, as_transport
 from dify_provider.testing.models import RecordedRequest
 
+#: The scope key under which a request's sequence number in the log travels to the routes.
 RECORD_KEY = "dify_emulator.record"
-
-
-@dataclass(eq=False)
-class _Record:
-    seq: int
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-    form: dict[str, Any] | None
-    app: str | None
-    received_at: float
-    status: int | None = None
-    fault: str | None = None
-
-    def freeze(self) -> RecordedRequest:
-        return RecordedRequest(
-            seq=self.seq,
-            method=self.method,
-            path=self.path,
-            query=dict(self.query),
-            headers=dict(self.headers),
-            body=self.body,
-            form=self.form,
-            app=self.app,
-            received_at=self.received_at,
-            status=self.status,
-            fault=self.fault,
-        )
 
 
 class RequestLog:
@@ -61,31 +32,35 @@ class RequestLog:
 
     def __init__(self, cond: threading.Condition, limit: int = 200_000) -> None:
         self._cond = cond
-        self._records: list[_Record] = []
+        self._records: list[RecordedRequest] = []
         self._limit = limit
         self._seq = 0
 
-    def add(self, **fields: Any) -> _Record:
+    def add(self, **fields: Any) -> int:
+        """Record a request as it arrives; the answer's status (and any fault) comes later,
+        through ``update`` with the sequence number returned here."""
         with self._cond:
             self._seq += 1
-            record = _Record(seq=self._seq, **fields)
-            self._records.append(record)
+            self._records.append(RecordedRequest(seq=self._seq, status=None, fault=None, **fields))
             if len(self._records) > self._limit:
                 del self._records[: len(self._records) - self._limit]
             self._cond.notify_all()
-        return record
+            return self._seq
 
-    def update(self, record: _Record, *, status: int | None = None, fault: str | None = None) -> None:
+    def update(self, seq: int, *, status: int | None = None, fault: str | None = None) -> None:
+        # Records are frozen (a snapshot handed to a test never changes under it), so an update
+        # swaps in a copy. Sequence numbers are contiguous, which locates the record directly.
         with self._cond:
-            if status is not None:
-                record.status = status
-            if fault is not None:
-                record.fault = fault
+            index = len(self._records) - 1 - (self._seq - seq)
+            if 0 <= index < len(self._records):  # not cleared or trimmed away meanwhile
+                record = self._records[index]
+                self._records[index] = replace(record, status=record.status if status is None else status,
+                                               fault=record.fault if fault is None else fault)
             self._cond.notify_all()
 
     def snapshot(self) -> list[RecordedRequest]:
         with self._cond:
-            return [r.freeze() for r in self._records]
+            return list(self._records)
 
     def clear(self) -> None:
         with self._cond:
@@ -160,7 +135,7 @@ class RecordingMiddleware:
         body = b"".join(chunks)
         headers = Headers(scope=scope)
         parsed, form = await _decode(scope, headers, body)
-        record = self.log.add(
+        seq = self.log.add(
             method=scope["method"],
             path=scope["path"],
             query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)),
@@ -170,7 +145,7 @@ class RecordingMiddleware:
             app=self.app_for_key(headers.get("authorization")),
             received_at=time.time(),
         )
-        scope[RECORD_KEY] = record
+        scope[RECORD_KEY] = seq
 
         replayed = False
 
@@ -183,7 +158,7 @@ class RecordingMiddleware:
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.log.update(record, status=message["status"])
+                self.log.update(seq, status=message["status"])
             await send(message)
 
         await self.app(scope, replay, recording_send)

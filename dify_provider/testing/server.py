@@ -8,19 +8,12 @@ so after ``emu.finish(run_id)`` returns the run *is* finished for every client. 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Self, TypeVar
-
-import uvicorn
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing.app import create_app
@@ -33,38 +26,12 @@ from dify_provider.testing.models import (
     default_apps,
 )
 from dify_provider.testing.runs import Run
+from dify_provider.testing.serving import LoopbackServer
 from dify_provider.testing.state import Config, EmulatorState
 
 T = TypeVar("T")
 StatusArg = str | WorkflowRunStatus | Collection[str | WorkflowRunStatus]
 RunTarget = str | Callable[[RunSnapshot], bool] | None
-
-
-class _Server(uvicorn.Server):
-    """uvicorn with a hook once it listens, so start() returns the moment it can answer."""
-
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[asyncio.AbstractEventLoop], None]) -> None:
-        super().__init__(config)
-        self._on_ready = on_ready
-        self._exit = asyncio.Event()  # binds to the server loop on first use
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self._on_ready(asyncio.get_running_loop())
-
-    async def main_loop(self) -> None:
-        # uvicorn's loop notices should_exit within 0.1 s; waking it at once keeps test
-        # teardown quick. on_tick still runs every 0.1 s (it refreshes the Date header).
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % 864000
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self._exit.wait()
-
-    def request_exit(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.should_exit = True
-        loop.call_soon_threadsafe(self._exit.set)
 
 
 def _statuses(status: StatusArg | None) -> frozenset[WorkflowRunStatus] | None:
@@ -95,74 +62,23 @@ class DifyEmulator:
     ) -> None:
         config = Config(server_version, pre_113_disconnect, ping_interval)
         self.state = EmulatorState(default_apps() if apps is None else apps, config)
-        self._host = host
-        self._port = port
-        self._access_log = access_log
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._server = LoopbackServer("dify-emulator", host, port, access_log=access_log)
         #: Seconds from start() to the server accepting requests (imports excluded).
         self.startup_seconds: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        if self._thread is not None:
+        if self._server.running:
             return self
         began = time.perf_counter()
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-        # says TCP, and without it Nagle + delayed ACKs add 40 ms to every response.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self._host, self._port))  # bound here, so a busy port fails in the caller
-        sock.listen(2048)
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(self.state),
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=self._access_log,
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=2,
-            loop=os.environ.get("DIFY_EMULATOR_LOOP", "auto"),  # "asyncio" to avoid uvloop
-        )
-        self._server = _Server(config, self._bind)
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="dify-emulator", daemon=True)
-        self._thread.start()
-        self._ready.wait(15)
-        if self.state.loop is None:
-            self.close()
-            raise RuntimeError("the Dify emulator failed to start (see the log above)")
+        self._server.start(lambda: create_app(self.state), self.state.bind)
         self.startup_seconds = time.perf_counter() - began
         return self
 
-    def _serve(self, sock: socket.socket) -> None:
-        assert self._server is not None
-        try:
-            self._server.run(sockets=[sock])
-        finally:
-            self._ready.set()
-            sock.close()
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.state.bind(loop)
-        self._ready.set()
-
     def close(self) -> None:
         """Stop the server: open streams end, run tasks are cancelled."""
-        if self._thread is None or self._server is None:
-            return
-        loop = self.state.loop
-        if loop is not None and self._thread.is_alive():
-            self._on_loop(self.state.shutdown)
-            self._server.request_exit(loop)
-        self._server.should_exit = True
-        self._thread.join(15)
-        self._thread = None
+        self._server.stop(before=self.state.shutdown)
         self.state.loop = None
 
     def __enter__(self) -> Self:
@@ -174,21 +90,13 @@ class DifyEmulator:
         self.close()
 
     def _on_loop(self, fn: Callable[[], T]) -> T:
-        loop = self.state.loop
-        if loop is None or threading.current_thread() is self._thread:
-            return fn()
-
-        async def call() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=15)
+        return self._server.call(fn)
 
     # -- addresses and apps --------------------------------------------------------------------
 
     @property
     def root_url(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        return self._server.url
 
     @property
     def base_url(self) -> str:

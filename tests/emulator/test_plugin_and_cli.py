@@ -79,3 +79,57 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         assert proc.wait(timeout=10) == 0
     finally:
         proc.kill()
+
+
+def test_chenyu_cli_serves_until_sigterm() -> None:
+    command = [sys.executable, "-m", "dify_provider.testing", "chenyu", "--port", "0", "--api-key", "cy-cli-key"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert banner.startswith("Chenyu emulator serving http://127.0.0.1:")
+        base_url = banner.rsplit(" ", 1)[-1].strip()
+        assert proc.stdout.readline().startswith(f"admin API: {base_url}/_emulator/")
+        conn_line = proc.stdout.readline().strip()
+        name, _, value = conn_line.partition("=")
+        assert name == "AIRFLOW_CONN_CHENYU_DEFAULT"
+        assert json.loads(value.strip("'")) == {"conn_type": "chenyu", "host": base_url, "password": "cy-cli-key"}
+
+        with httpx.Client(base_url=base_url) as c:
+            created = c.post("/_emulator/runs", json={"hold": True})
+            assert created.status_code == 201
+            run_order_id = created.json()["run_order_id"]
+            progress = "/api/open/v2/workflow/run/execution"
+            query = {"run_order_id": run_order_id}
+            assert c.get(progress, params=query).status_code == 401  # no key
+            read = c.get(progress, params=query, headers={"Authorization": "Bearer cy-cli-key"}).json()
+            assert read["code"] == 0
+            assert read["data"]["status"] != "succeeded"
+            c.post(f"/_emulator/runs/{run_order_id}/finish", json={"status": "succeeded"}).raise_for_status()
+            read = c.get(progress, params=query, headers={"Authorization": "Bearer cy-cli-key"}).json()
+            assert read["data"]["status"] == "succeeded"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+
+
+def test_request_log_updates_by_sequence_number_and_ignores_records_gone() -> None:
+    import threading
+
+    from dify_provider.testing.recording import RequestLog
+
+    log = RequestLog(threading.Condition(), limit=2)
+    fields = {"method": "GET", "query": {}, "headers": {}, "body": None, "form": None, "app": None, "received_at": 0.0}
+    first, second, third = (log.add(path=f"/{i}", **fields) for i in range(3))
+    before = log.snapshot()
+    log.update(third, status=200)
+    log.update(second, fault="reset")
+    log.update(first, status=500)  # trimmed away (limit 2): nothing to update, no error
+    assert [(r.seq, r.status, r.fault) for r in log.snapshot()] == [(second, None, "reset"), (third, 200, None)]
+    assert [(r.status, r.fault) for r in before] == [(None, None), (None, None)]  # a snapshot never changes
+    log.update(third, fault="late")
+    assert log.snapshot()[-1].status == 200  # an update keeps what it does not set
+    log.clear()
+    log.update(third, status=503)
+    assert log.snapshot() == []
