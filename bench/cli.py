@@ -29,7 +29,7 @@ from bench.load import run_cell
 from bench.report import goals, render
 from bench.runner import Workspace
 
-PEERS = ("provider", "http_async_hook", "httpx_per_poll")
+PEERS = ("provider", "http_async_hook", "httpx_per_poll", "aiohttp_shared")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ as the HTTP provider's own triggers do), ``httpx_per_poll`` with a new ``httpx.A
 poll, and ``httpx_shared`` with one shared ``httpx.AsyncClient`` and httpx's default pool (the
 "obvious" httpx design). The peers do the minimum (no logging, no model validation), so any
 advantage the provider shows is despite doing more per poll.
+
+``aiohttp_shared`` is not a peer but the floor: one shared ``aiohttp.ClientSession`` with the
+provider's pool size (20), the cheapest way to poll with the library the provider polls through.
+The provider's distance to it is what its httpx API, validation, logging and retries cost.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Context:
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self._shared_httpx: Any = None
+        self._shared_aiohttp: Any = None
 
     def shared_httpx(self) -> Any:
         import httpx
@@ -66,9 +71,19 @@ class Context:
             self._shared_httpx = httpx.AsyncClient(timeout=30.0)  # httpx's defaults: a pool of 100
         return self._shared_httpx
 
+    def shared_aiohttp(self) -> Any:
+        import aiohttp
+
+        if self._shared_aiohttp is None:  # the provider's pool size, so sockets compare too
+            self._shared_aiohttp = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=20),
+                                                         timeout=aiohttp.ClientTimeout(total=30.0))
+        return self._shared_aiohttp
+
     async def aclose(self) -> None:
         if self._shared_httpx is not None:
             await self._shared_httpx.aclose()
+        if self._shared_aiohttp is not None:
+            await self._shared_aiohttp.close()
         if "provider" in POLLERS_USED:
             from dify_provider.hooks.dify import SharedAsyncClients
 
@@ -88,7 +103,7 @@ def preload(pollers: set[str]) -> None:
         import httpx_aiohttp  # noqa: F401  - imported by the first shared client; not per waiter
 
         import dify_provider.triggers.workflow_run
-    if "http_async_hook" in pollers:
+    if pollers & {"http_async_hook", "aiohttp_shared"}:
         import aiohttp  # noqa: F401
         from airflow.providers.http.hooks.http import HttpAsyncHook  # noqa: F401
     if "stream" in pollers:
@@ -195,6 +210,19 @@ async def wait_httpx_shared(ctx: Context, spec: WaitSpec, result: WaitResult) ->
     await _fixed_loop(spec, result, get_status)
 
 
+async def wait_aiohttp_shared(ctx: Context, spec: WaitSpec, result: WaitResult) -> None:
+    url = f"{ctx.base_url}/workflows/run/{spec.run_id}"
+    session = ctx.shared_aiohttp()
+
+    async def get_status() -> str | None:
+        async with session.get(url, headers=ctx.headers) as response:
+            response.raise_for_status()
+            body = await response.json()
+        return str(body["status"])
+
+    await _fixed_loop(spec, result, get_status)
+
+
 Waiter = Callable[[Context, WaitSpec, WaitResult], Awaitable[None]]
 
 POLLERS: dict[str, Waiter] = {
@@ -202,6 +230,7 @@ POLLERS: dict[str, Waiter] = {
     "http_async_hook": wait_http_async_hook,
     "httpx_per_poll": wait_httpx_per_poll,
     "httpx_shared": wait_httpx_shared,
+    "aiohttp_shared": wait_aiohttp_shared,
 }
 
 LABELS = {
@@ -209,5 +238,6 @@ LABELS = {
     "http_async_hook": "HttpAsyncHook, a session per poll",
     "httpx_per_poll": "httpx.AsyncClient per poll",
     "httpx_shared": "one shared httpx.AsyncClient (default pool)",
+    "aiohttp_shared": "floor: one shared aiohttp session (pool 20), no validation or logging",
     "stream": "operator streaming path",
 }

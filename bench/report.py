@@ -7,6 +7,8 @@ from typing import Any
 from bench.pollers import LABELS
 
 PEER = "http_async_hook"
+#: Not a peer: the cheapest possible poll with the library the trigger uses.
+FLOOR = "aiohttp_shared"
 
 
 def _f(value: Any, digits: int = 2) -> str:
@@ -78,6 +80,15 @@ def cost_table(cost: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _floor_note(cells: list[dict[str, Any]], n: int, peer: dict[str, Any]) -> str:
+    """Where bare aiohttp (the library the trigger polls through) lands, so a missed stretch goal
+    reads as what it is: a floor below which this design cannot go."""
+    floor = next((c for c in cells if c["n"] == n and c["poller"] == FLOOR), None)
+    if not floor or not floor["cpu_s_per_1000_polls"]:
+        return ""
+    return f"; bare aiohttp: {floor['cpu_s_per_1000_polls'] / peer['cpu_s_per_1000_polls']:.2f}"
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each goal of the benchmark issue, with the measured value and whether it is met."""
     out: list[dict[str, Any]] = []
@@ -93,8 +104,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         share = prov["cpu_s_per_1000_polls"] / peer["cpu_s_per_1000_polls"]
         goal(f"N={at:,}: CPU per poll ≤ 1/2 of HttpAsyncHook's (stretch 1/3)",
              f"{share:.2f} of the peer's ({prov['cpu_s_per_1000_polls']:.3f} vs "
-             f"{peer['cpu_s_per_1000_polls']:.3f} s/1,000 polls)" + ("; stretch met" if share <= 1 / 3 else ""),
-             share <= 0.5)
+             f"{peer['cpu_s_per_1000_polls']:.3f} s/1,000 polls)" + ("; stretch met" if share <= 1 / 3 else "")
+             + _floor_note(cells, at, peer), share <= 0.5)
     if prov:
         goal(f"N={at:,}: ≥ 99% of polls on schedule", f"{prov['on_schedule'] * 100:.1f}%", prov["on_schedule"] >= 0.99)
         goal(f"N={at:,}: < 50 MB RSS above the idle baseline", f"{prov['rss_over_base_mb']:.1f} MB",
@@ -142,6 +153,10 @@ def headlines(results: dict[str, Any]) -> list[str]:
         if per_poll and per_poll["cpu_s_per_1000_polls"]:
             parts.append(f"{per_poll['cpu_s_per_1000_polls'] / prov['cpu_s_per_1000_polls']:.0f}x less than a "
                          "new httpx client per poll")
+        floor = by.get(FLOOR)
+        if floor and floor["cpu_s_per_1000_polls"]:
+            parts.append(f"{prov['cpu_s_per_1000_polls'] / floor['cpu_s_per_1000_polls']:.2f}x the CPU of a "
+                         "bare shared aiohttp session")
         sched = f"{prov['on_schedule'] * 100:.1f}% of polls on schedule"
         if peer:
             sched += f" (HttpAsyncHook {peer['on_schedule'] * 100:.1f}%)"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-POLLERS = {"provider", "http_async_hook", "httpx_per_poll"}
+POLLERS = {"provider", "http_async_hook", "httpx_per_poll", "aiohttp_shared"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_load_cells_for_every_poller(tiny: tuple[dict[str, Any], str]) -> None:
         assert cell["rss_over_base_mb"] >= 0, poller
         assert cell["sockets_peak"] >= 0, poller
         assert cell["errors"] == 0, (poller, cell["crash_samples"])
-    for poller in ("provider", "http_async_hook"):
+    for poller in ("provider", "http_async_hook", "aiohttp_shared"):
         cell = cells[poller]
         assert cell["unfinished"] == 0
         assert cell["requests_per_run"] >= 1
