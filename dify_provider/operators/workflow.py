@@ -308,8 +308,12 @@ class DifyRunWorkflowOperator(BaseOperator):
         except e.DifyError as exc:
             if timed_out.is_set():
                 return timeout_snapshot(run_id, Reason.TIMEOUT, time.time() - started, None)
-            self.log.warning("The stream of run %s broke (%s); polling the run instead (not re-starting it)",
-                             run_id, exc)
+            # An ``error`` event (HTTP 200 already sent) and a broken connection alike leave the
+            # run's own record as the one truth about how it ended.
+            what = "Dify sent an error event on the stream" if isinstance(exc, e.DifyAPIError) else "The stream"
+            broke = "" if isinstance(exc, e.DifyAPIError) else " broke"
+            self.log.warning("%s of run %s%s (%s); polling the run instead (not re-starting it)", what, run_id,
+                             broke, exc)
             return None
         except Exception:
             if timed_out.is_set():

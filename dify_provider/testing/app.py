@@ -39,7 +39,7 @@ from dify_provider.testing.faults import (
 from dify_provider.testing.models import EmulatedApp, Fault
 from dify_provider.testing.recording import RECORD_KEY, RecordingMiddleware
 from dify_provider.testing.runs import FORM_ACTIONS, Run, end_user_id
-from dify_provider.testing.sse import EventStream, Outcome, encode_stored
+from dify_provider.testing.sse import EventStream, Outcome, encode_stored, error_event
 from dify_provider.testing.state import SERVICE_ENDPOINTS, EmulatorState
 from dify_provider.testing.validation import (
     FormSubmitPayload,
@@ -208,7 +208,13 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
         stream_fault = stream_fault or state.faults.take(ctx.endpoint, app.name, "stream")
         if stream_fault is not None:
             ctx.fired(stream_fault)
-        return EventStream(queue, ping_interval=state.config.ping_interval, fault=stream_fault, on_close=closed)
+
+        def failed_in_stream(fault: Fault) -> dict[str, Any]:
+            state.fail(run, fault.message or "Internal Server Error")
+            return error_event(fault, run.id if fault.after_events else None)
+
+        return EventStream(queue, ping_interval=state.config.ping_interval, fault=stream_fault, on_close=closed,
+                           on_error=failed_in_stream)
     try:
         while True:
             item = await queue.get()

@@ -21,14 +21,16 @@ AppMode = Literal["workflow", "advanced-chat", "chat", "agent-chat", "completion
 InputType = Literal["text-input", "paragraph", "select", "number", "checkbox", "file", "file-list"]
 ScenarioStatus = Literal["succeeded", "failed", "partial-succeeded", "stopped", "paused"]
 FinalStatus = Literal["succeeded", "failed", "partial-succeeded", "stopped"]
-FaultKind = Literal["http_error", "drop", "reset", "delay", "malformed_json", "stream_silent", "stream_cut"]
+FaultKind = Literal[
+    "http_error", "drop", "reset", "delay", "malformed_json", "stream_silent", "stream_cut", "stream_error"
+]
 FaultPhase = Literal["before", "after", "stream"]
 
 #: Namespace for the deterministic ids of default keys, app ids and end users, so an Airflow
 #: connection written before the emulator starts (end-to-end tests) still points at the right app.
 EMULATOR_NAMESPACE = uuid.UUID("5f0c3a8e-4d0b-4a53-9d6a-2f6f1a0e7c11")
 
-_STREAM_KINDS = frozenset({"stream_silent", "stream_cut"})
+_STREAM_KINDS = frozenset({"stream_silent", "stream_cut", "stream_error"})
 
 
 class _Frozen(BaseModel):
@@ -187,6 +189,25 @@ class Fault(_Frozen):
     def cut_stream(cls, after_events: int = 0, **scope: Unpack[FaultScope]) -> Fault:
         """After ``after_events`` frames, write half of the next ``data:`` line and close."""
         return cls(kind="stream_cut", after_events=after_events, **scope)
+
+    @classmethod
+    def stream_error(
+        cls,
+        code: str = "internal_server_error",
+        message: str = "Internal Server Error, please contact support.",
+        *,
+        status: int = 500,
+        after_events: int = 1,
+        **scope: Unpack[FaultScope],
+    ) -> Fault:
+        """After ``after_events`` frames, an in-stream ``error`` event and the end of the stream,
+        with HTTP 200 already sent: how Dify reports a failure outside any node (a provider's
+        quota, a crashed worker; dify-api.md section 4.4). The run ends ``failed`` with ``message``
+        as its error. ``after_events=0`` sends it before ``workflow_started``, as Dify 1.13+ can for
+        invalid inputs (``Fault.stream_error("invalid_param", "text is required in input form",
+        status=400, after_events=0)``): the client never learns the run's id."""
+        return cls(kind="stream_error", code=code, message=message, status=status, after_events=after_events,
+                   **scope)
 
 
 OutputsFn = Callable[[Mapping[str, Any]], dict[str, Any]]

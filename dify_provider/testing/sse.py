@@ -36,11 +36,22 @@ def encode_stored(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
+def error_event(fault: Fault, workflow_run_id: str | None = None) -> dict[str, Any]:
+    """Dify's in-stream ``error`` event: top-level status, code and message, no ``task_id`` and no
+    ``data`` (dify-api.md section 4.1); the run id only once the run was announced."""
+    event: dict[str, Any] = {"event": "error"}
+    if workflow_run_id is not None:
+        event["workflow_run_id"] = workflow_run_id
+    return {**event, "status": fault.status, "code": fault.code or "internal_server_error",
+            "message": fault.message or ""}
+
+
 class EventStream(Response):
     """Stream a run's queued events until a terminal one, then close.
 
     ``on_close`` receives the outcome, so the caller can orphan the run when a pre-1.13 client
-    went away mid-run.
+    went away mid-run. ``on_error`` builds the event a ``stream_error`` fault sends (and ends the
+    run as that failure would).
     """
 
     media_type = "text/event-stream"
@@ -55,6 +66,7 @@ class EventStream(Response):
         on_close: Callable[[Outcome], None] = lambda outcome: None,
         encoder: Callable[[dict[str, Any]], bytes] = encode,
         headers: dict[str, str] | None = None,
+        on_error: Callable[[Fault], dict[str, Any]] | None = None,
     ) -> None:
         # Like StreamingResponse: no ``body`` attribute, hence no Content-Length (chunked).
         self.status_code = 200
@@ -66,6 +78,7 @@ class EventStream(Response):
         self.fault = fault
         self.on_close = on_close
         self.encoder = encoder
+        self.on_error = on_error
         self._backlog: list[Item] = []
         self._send_fn: Send | None = None
         self._next_ping = 0.0
@@ -140,6 +153,9 @@ class EventStream(Response):
                 seconds, fault = fault.seconds, None
                 if not await self._silence(seconds):
                     return "complete"
+            if fault is not None and fault.kind == "stream_error" and sent == fault.after_events:
+                await self._send(self.encoder(self.on_error(fault) if self.on_error else error_event(fault)))
+                return "complete"
             item = await self._next()
             if item is None:
                 return "complete"

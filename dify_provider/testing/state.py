@@ -392,6 +392,13 @@ class EmulatorState:
         self._halt(run, stop_open_node=False)
         self._complete(run, status, outputs=outputs, error=error)
 
+    def fail(self, run: Run, error: str) -> None:
+        """End the run ``failed`` now, as a failure outside any node does (an in-stream error)."""
+        if run.terminal:
+            return
+        self._halt(run, stop_open_node=False)
+        self._complete(run, WorkflowRunStatus.FAILED, error=error)
+
     def client_gone(self, run: Run) -> None:
         """The streaming client of this run went away before the end. From 1.13 runs carry on; with
         the pre-1.13 switch the run is orphaned: stuck ``running``, deaf to stop."""

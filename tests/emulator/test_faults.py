@@ -202,6 +202,45 @@ def test_cut_stream_writes_half_a_frame_then_closes(client: httpx.Client, emu: D
     assert emu.wait_for(reader.events[0]["workflow_run_id"], status="succeeded")
 
 
+def test_stream_error_after_start_ends_the_stream_and_fails_the_run(client: httpx.Client, emu: DifyEmulator) -> None:
+    emu.script("echo", Scenario(hold=True))
+    emu.inject(Fault.stream_error("provider_quota_exceeded", "Your quota for Dify Hosted Model Provider has been "
+                                  "exhausted.", status=400, endpoint=RUN))
+    with open_stream(client, "POST", "/workflows/run", json=run_body(mode="streaming")) as reader:
+        assert reader.response.status_code == 200  # the error comes after the headers: only the event says it
+        reader.read_all()
+    assert reader.names == ["workflow_started", "error"]
+    run_id = reader.events[0]["workflow_run_id"]
+    assert reader.events[1] == {"event": "error", "workflow_run_id": run_id, "status": 400,
+                                "code": "provider_quota_exceeded",
+                                "message": "Your quota for Dify Hosted Model Provider has been exhausted."}
+    detail = client.get(f"/workflows/run/{run_id}").json()
+    assert (detail["status"], detail["error"]) == ("failed", "Your quota for Dify Hosted Model Provider has been "
+                                                             "exhausted.")
+
+
+def test_stream_error_before_start_names_no_run(client: httpx.Client, emu: DifyEmulator) -> None:
+    emu.inject(Fault.stream_error("invalid_param", "text is required in input form", status=400, after_events=0,
+                                  endpoint=RUN))
+    with open_stream(client, "POST", "/workflows/run", json=run_body(mode="streaming")) as reader:
+        reader.read_all()
+    assert reader.events == [{"event": "error", "status": 400, "code": "invalid_param",
+                              "message": "text is required in input form"}]
+    # Blocking requests never see stream faults; the fault fired once and is gone.
+    assert client.post("/workflows/run", json=run_body()).json()["data"]["status"] == "succeeded"
+
+
+def test_stream_error_over_the_admin_api(client: httpx.Client, emu: DifyEmulator) -> None:
+    admin = httpx.post(f"{emu.admin_url}/faults", json={"kind": "stream_error", "endpoint": RUN, "after_events": 0,
+                                                        "status": 500, "code": "internal_server_error",
+                                                        "message": "worker lost"})
+    assert admin.status_code < 300, admin.text
+    with open_stream(client, "POST", "/workflows/run", json=run_body(mode="streaming")) as reader:
+        reader.read_all()
+    assert [(e["event"], e["code"], e["message"]) for e in reader.events] == [("error", "internal_server_error",
+                                                                               "worker lost")]
+
+
 def test_stream_faults_wait_for_a_stream(client: httpx.Client, emu: DifyEmulator) -> None:
     emu.inject(Fault.cut_stream(after_events=0, endpoint=RUN))
     assert client.post("/workflows/run", json=run_body()).json()["data"]["status"] == "succeeded"

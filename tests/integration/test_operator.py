@@ -95,6 +95,36 @@ def test_stream_cut_mid_run_polls_and_never_restarts(dify_emulator: DifyEmulator
     assert result.xcom("run")["text"] == "HELLO"
 
 
+def test_in_stream_error_after_start_reads_the_run_and_never_restarts(dify_emulator: DifyEmulator,
+                                                                      dag_id: str) -> None:
+    # HTTP 200 was already sent: only the ``error`` event says the run failed. The operator must
+    # neither take the broken stream for success nor start the run again; the run's record decides.
+    dify_emulator.script("echo", Scenario(hold=True))
+    dify_emulator.inject(Fault.stream_error("provider_quota_exceeded", "Your quota for Dify Hosted Model Provider "
+                                            "has been exhausted.", status=400, endpoint=RUN_ENDPOINT))
+    result = run_dag(op_dag(dag_id))
+    assert result.state == "failed"
+    assert starts(dify_emulator) == 1
+    assert len(dify_emulator.runs) == 1
+    log = result.log("run")
+    assert "Dify sent an error event on the stream of run" in log
+    assert "polling the run instead (not re-starting it)" in log
+    assert "Your quota for Dify Hosted Model Provider has been exhausted." in log
+    (run,) = dify_emulator.runs.values()
+    assert run.status == "failed"
+
+
+def test_in_stream_error_before_start_fails_with_dify_words(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    # Dify 1.13+ can report invalid inputs inside the stream, before any run is announced.
+    dify_emulator.inject(Fault.stream_error("invalid_param", "when must be a valid date", status=400,
+                                            after_events=0, endpoint=RUN_ENDPOINT))
+    result = run_dag(op_dag(dag_id, retries=2, retry_delay=timedelta(0)))
+    assert result.state == "failed"
+    assert result.ti("run").try_number == 1  # the same inputs would fail again: no retry
+    assert starts(dify_emulator) == 1
+    assert "when must be a valid date" in result.log("run")
+
+
 class CrashAfterStart(DifyRunWorkflowOperator):
     """Simulates a worker dying on the first try right after the run started."""
 
