@@ -105,6 +105,7 @@ def preload(pollers: set[str]) -> None:
         import dify_provider.triggers.workflow_run
     if pollers & {"http_async_hook", "aiohttp_shared"}:
         import aiohttp  # noqa: F401
+    if "http_async_hook" in pollers:
         from airflow.providers.http.hooks.http import HttpAsyncHook  # noqa: F401
     if "stream" in pollers:
         import dify_provider.client.sync

@@ -310,10 +310,9 @@ class DifyRunWorkflowOperator(BaseOperator):
                 return timeout_snapshot(run_id, Reason.TIMEOUT, time.time() - started, None)
             # An ``error`` event (HTTP 200 already sent) and a broken connection alike leave the
             # run's own record as the one truth about how it ended.
-            what = "Dify sent an error event on the stream" if isinstance(exc, e.DifyAPIError) else "The stream"
-            broke = "" if isinstance(exc, e.DifyAPIError) else " broke"
-            self.log.warning("%s of run %s%s (%s); polling the run instead (not re-starting it)", what, run_id,
-                             broke, exc)
+            what = (f"Dify sent an error event on the stream of run {run_id}" if isinstance(exc, e.DifyAPIError)
+                    else f"The stream of run {run_id} broke")
+            self.log.warning("%s (%s); polling the run instead (not re-starting it)", what, exc)
             return None
         except Exception:
             if timed_out.is_set():
