@@ -27,8 +27,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "dify_provider.client.errors": (
         "DifyAPIError", "DifyAuthError", "DifyConfigError", "DifyConnectionError", "DifyError",
         "DifyInvalidInputError", "DifyNotFoundError", "DifyNotWorkflowAppError", "DifyQuotaExceededError",
-        "DifyRateLimitError", "DifyResponseError", "DifyRunError", "DifyServerError", "DifyStreamError",
-        "DifyStreamTimeoutError", "DifyTimeoutError", "DifyTransportError",
+        "DifyRateLimitError", "DifyResponseError", "DifyRunError", "DifyServerError", "DifyStreamEndedError",
+        "DifyStreamError", "DifyStreamTimeoutError", "DifyTimeoutError", "DifyTransportError",
     ),
     "dify_provider.client.models": (
         "AppInfo", "AppParameters", "BlockingRunResponse", "ServerInfo", "StreamEvent",
@@ -113,6 +113,9 @@ if TYPE_CHECKING:
     )
     from dify_provider.client.errors import (
         DifyServerError as DifyServerError,
+    )
+    from dify_provider.client.errors import (
+        DifyStreamEndedError as DifyStreamEndedError,
     )
     from dify_provider.client.errors import (
         DifyStreamError as DifyStreamError,

@@ -40,6 +40,7 @@ from dify_provider.client.models import (
     parse_event,
 )
 from dify_provider.client.status import WorkflowRunStatus
+from dify_provider.client.version import ServerVersion, VersionSource
 
 
 def _run_detail(response: httpx.Response) -> WorkflowRun:
@@ -132,7 +133,18 @@ def get_parameters() -> Call[AppParameters]:
 
 
 def get_server_version(config: ClientConfig) -> Call[ServerInfo]:
-    return Call("GET", "/", parser(ServerInfo), auth=False, url=config.base_url + "/")
+    # One attempt: a server that does not answer it (1.13.2: a 404 page) will not start to.
+    return Call("GET", "/", parser(ServerInfo), retry=Retry.ONCE, auth=False, url=config.base_url + "/")
+
+
+def version_learned(header: str | None, root: ServerInfo | None) -> ServerVersion:
+    """What a ``GET /`` probe taught: its JSON body where the server answers it, else the
+    ``X-Version`` header any of its answers carried (the probe's 404 page included)."""
+    if root is not None:
+        return ServerVersion(root.server_version, VersionSource.ROOT)
+    if header:
+        return ServerVersion(header, VersionSource.HEADER)
+    return ServerVersion.unknown()
 
 
 # --- streaming ----------------------------------------------------------------------------
@@ -187,4 +199,4 @@ class StreamState:
 
     def ended_early(self) -> e.DifyStreamError:
         where = f" (run {self.workflow_run_id} may still be going: poll it)" if self.workflow_run_id else ""
-        return e.DifyStreamError(f"the stream from {self._call.path} ended before a terminal event{where}")
+        return e.DifyStreamEndedError(f"the stream from {self._call.path} ended before a terminal event{where}")

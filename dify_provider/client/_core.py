@@ -156,6 +156,8 @@ class Retry(Enum):
     #: Starting a run: Dify has no idempotency key, so re-send only when the first request
     #: provably did not start a run (no connection made, or rejected with 429/503).
     START = "start"
+    #: Probes whose absence of an answer is itself the answer (``GET /``): one attempt.
+    ONCE = "once"
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,8 @@ def transport_error(exc: httpx.TransportError, path: str, *, service: str = "Dif
 
 
 def retryable(exc: BaseException, kind: Retry) -> bool:
+    if kind is Retry.ONCE:
+        return False
     if kind is Retry.SAFE:
         if isinstance(exc, e.DifyTransportError):
             return True

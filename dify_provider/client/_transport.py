@@ -50,9 +50,13 @@ class _ServiceClient(ABC, Generic[ConfigT]):
 
     #: Who answers, as messages name it ("Dify", "Chenyu").
     service: ClassVar[str]
+    #: The response header in which the server names its version (Dify: ``X-Version``).
+    version_header: ClassVar[str | None] = None
 
     config: ConfigT
     _sleep: Callable[[float], Any]
+    #: The version the server last named in ``version_header``; None until an answer said.
+    server_version: str | None = None
 
     def __repr__(self) -> str:
         # The config (and so the key) is deliberately left out.
@@ -61,6 +65,13 @@ class _ServiceClient(ABC, Generic[ConfigT]):
     @abstractmethod
     def _raise_for_status(self, response: httpx.Response, path: str) -> None:
         """Raise the backend's typed error for an answer that is not a success."""
+
+    def _note_version(self, response: httpx.Response) -> None:
+        """Learn the server's version from any answer, errors included: it costs no request."""
+        if self.version_header is not None:
+            value = response.headers.get(self.version_header)
+            if value:
+                self.server_version = value
 
     def _transport_error(self, exc: httpx.TransportError, path: str) -> e.DifyTransportError:
         return transport_error(exc, path, service=self.service)
@@ -88,6 +99,7 @@ class SyncServiceClient(_ServiceClient[ConfigT]):
                 response = self.http.send(self.http.build_request(**request_args(self.config, call)))
             except httpx.TransportError as exc:
                 raise self._transport_error(exc, call.path) from exc
+            self._note_version(response)
             self._raise_for_status(response, call.path)
             return call.parse(response)
 
@@ -174,6 +186,8 @@ class AsyncServiceClient(_ServiceClient[ConfigT]):
                 response = await self._send(call)
             except httpx.TransportError as exc:
                 raise self._transport_error(exc, call.path) from exc
+        if self.server_version is None:  # once is enough: this is a triggerer's hot path
+            self._note_version(response)
         self._raise_for_status(response, call.path)
         return call.parse(response)
 

@@ -6,6 +6,7 @@ Mirrors :class:`~dify_provider.client.sync.DifyClient` method for method; all de
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, Literal, Self, TypeVar, overload
@@ -15,6 +16,7 @@ import tenacity
 from httpx_sse import EventSource
 
 from dify_provider.client import _api
+from dify_provider.client import errors as e
 from dify_provider.client._core import (
     Call,
     ClientConfig,
@@ -35,6 +37,7 @@ from dify_provider.client.models import (
     WorkflowLogPage,
     WorkflowRun,
 )
+from dify_provider.client.version import VERSION_HEADER, ServerVersion
 
 T = TypeVar("T")
 
@@ -55,6 +58,7 @@ class AsyncWorkflowStream(_api.StreamState):
                 response = await self._client.http.send(request, stream=True)
             except httpx.TransportError as exc:
                 raise transport_error(exc, self._call.path) from exc
+            self._client._note_version(response)
             if not response.is_success:
                 await response.aread()
                 await response.aclose()
@@ -104,6 +108,7 @@ class AsyncDifyClient(AsyncServiceClient[ClientConfig]):
     """
 
     service = "Dify"
+    version_header = VERSION_HEADER
 
     def _raise_for_status(self, response: httpx.Response, path: str) -> None:
         raise_for_status(response, path)
@@ -152,3 +157,12 @@ class AsyncDifyClient(AsyncServiceClient[ClientConfig]):
 
     async def get_server_version(self) -> ServerInfo:
         return await self._call(_api.get_server_version(self.config))
+
+    async def detect_version(self) -> ServerVersion:
+        """See :meth:`DifyClient.detect_version`."""
+        if self.server_version:
+            return _api.version_learned(self.server_version, None)
+        root = None
+        with contextlib.suppress(e.DifyError):
+            root = await self.get_server_version()
+        return _api.version_learned(self.server_version, root)

@@ -63,6 +63,10 @@ class DifyStreamTimeoutError(DifyStreamError, DifyTimeoutError):
     """The stream sent nothing, not even a ping, for longer than the inactivity timeout."""
 
 
+class DifyStreamEndedError(DifyStreamError):
+    """The server ended the stream cleanly before a terminal event (its own idle timeout, say)."""
+
+
 class DifyResponseError(DifyError):
     """Dify answered with a body this library could not read (malformed JSON, wrong shape)."""
 

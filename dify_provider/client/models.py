@@ -8,7 +8,6 @@ would mislead a caller (ids and statuses must be present on a run).
 # No ``from __future__ import annotations`` here: pydantic would have to evaluate every field's
 # annotation string when the classes are created, i.e. at every DAG parse (see bench/).
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ import pendulum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dify_provider.client.status import WorkflowRunStatus, is_terminal, parse_status
+from dify_provider.client.version import parse_version
 
 
 class DifyModel(BaseModel):
@@ -264,15 +264,7 @@ class ServerInfo(DifyModel):
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
-        parts: list[int] = []
-        for piece in self.server_version.strip().lstrip("vV").split("."):
-            digits = re.match(r"\d*", piece).group()  # type: ignore[union-attr]
-            if not digits:
-                break
-            parts.append(int(digits))
-            if digits != piece:  # "0-rc1", "0rc1": the numeric part ends here
-                break
-        return tuple(parts)
+        return parse_version(self.server_version) or ()
 
     def at_least(self, *version: int) -> bool:
         return self.version_tuple >= version
@@ -295,6 +287,38 @@ class InputVariable(DifyModel):
     required: bool = False
     default: Any = None
     options: list[Any] = Field(default_factory=list)
+    max_length: int | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why Dify would refuse ``value`` for this variable, or None.
+
+        The rules of Dify 1.13's ``BaseAppGenerator._validate_inputs``, checked here because in
+        streaming mode a real 1.13.2 answers a refused input with silence (HTTP 200, one ping,
+        nothing more) instead of its 400 message. Missing required values are reported by
+        :meth:`AppParameters.input_problems` as one list.
+        """
+        name, control = self.variable, self.control
+        if value is None or value == "":
+            return None
+        if control in ("text-input", "paragraph", "select") and not isinstance(value, str):
+            return f"{name!r} must be a string ({control}), got {type(value).__name__}"
+        if control == "number":
+            if isinstance(value, str):
+                try:
+                    float(value) if "." in value else int(value)
+                except ValueError:
+                    return f"{name!r} must be a valid number, got {value!r}"
+            elif not isinstance(value, int | float):
+                return f"{name!r} must be a number, got {type(value).__name__}"
+        if control == "select" and self.options and value not in self.options:
+            return f"{name!r} must be one of {self.options!r}, got {value!r}"
+        if control in ("text-input", "paragraph") and self.max_length and len(value) > self.max_length:
+            return f"{name!r} must be at most {self.max_length} characters, got {len(value)}"
+        if control == "file" and not isinstance(value, dict):
+            return f"{name!r} must be a file object ({{'type', 'transfer_method', ...}})"
+        if control == "file-list" and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return f"{name!r} must be a list of file objects"
+        return None
 
 
 class AppParameters(DifyModel):
@@ -314,6 +338,18 @@ class AppParameters(DifyModel):
     @property
     def required_variables(self) -> list[str]:
         return [v.variable for v in self.variables if v.required]
+
+    def input_problems(self, inputs: dict[str, Any]) -> list[str]:
+        """Everything in ``inputs`` Dify would refuse, in words that name the variable."""
+        problems: list[str] = []
+        missing = [name for name in self.required_variables if inputs.get(name) in (None, "")]
+        if missing:
+            problems.append(f"missing required workflow input(s) {', '.join(map(repr, missing))}")
+        for variable in self.variables:
+            problem = variable.problem(inputs.get(variable.variable))
+            if problem:
+                problems.append(problem)
+        return problems
 
 
 class StopResult(DifyModel):

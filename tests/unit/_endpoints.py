@@ -19,6 +19,8 @@ class Endpoint:
     kwargs: dict[str, Any] = field(default_factory=dict)
     #: Retry.SAFE (True) or Retry.START (False).
     safe: bool = True
+    #: Retry.ONCE: a probe, never retried.
+    once: bool = False
 
 
 ENDPOINTS = [
@@ -26,7 +28,7 @@ ENDPOINTS = [
     Endpoint("get_parameters", "GET", url("/parameters")),
     Endpoint("get_workflow_run", "GET", url(f"/workflows/run/{RUN_ID}"), (RUN_ID,)),
     Endpoint("list_workflow_logs", "GET", url("/workflows/logs"), kwargs={"status": "failed"}),
-    Endpoint("get_server_version", "GET", BASE + "/"),
+    Endpoint("get_server_version", "GET", BASE + "/", once=True),
     Endpoint("stop_workflow_task", "POST", url(f"/workflows/tasks/{TASK_ID}/stop"), (TASK_ID,)),
     Endpoint("run_workflow", "POST", url("/workflows/run"), ({"query": "hello"},), safe=False),
     Endpoint("run_workflow", "POST", url(f"/workflows/{WORKFLOW_UUID}/run"), ({"query": "hello"},),
@@ -40,5 +42,6 @@ def endpoint_params(endpoints: list[Endpoint]) -> list[Any]:
     return [pytest.param(ep, id=f"{ep.method}:{ep.url.removeprefix(BASE) or '/'}") for ep in endpoints]
 
 
-SAFE_ENDPOINTS = [ep for ep in ENDPOINTS if ep.safe]
+SAFE_ENDPOINTS = [ep for ep in ENDPOINTS if ep.safe and not ep.once]
 START_ENDPOINTS = [ep for ep in ENDPOINTS if not ep.safe]
+ONCE_ENDPOINTS = [ep for ep in ENDPOINTS if ep.once]

@@ -139,6 +139,30 @@ class Harness:
 
         return asyncio.run(run())
 
+    def calls(self, *steps: tuple[str, tuple[Any, ...]]) -> tuple[list[Any], str | None]:
+        """Several calls on one client: their results (or the DifyError each raised), and the
+        server version the client learned from the answers."""
+        results: list[Any] = []
+        if self.kind == "sync":
+            with DifyClient(self.config, sleep=self._sleep) as client:
+                for method, args in steps:
+                    try:
+                        results.append(getattr(client, method)(*args))
+                    except DifyError as exc:
+                        results.append(exc)
+                return results, client.server_version
+
+        async def run() -> tuple[list[Any], str | None]:
+            async with AsyncDifyClient(self.config, sleep=self._async_sleep) as client:
+                for method, args in steps:
+                    try:
+                        results.append(await getattr(client, method)(*args))
+                    except DifyError as exc:
+                        results.append(exc)
+                return results, client.server_version
+
+        return asyncio.run(run())
+
     def stream(self, inputs: Any = None, **kwargs: Any) -> StreamOutcome:
         """Start a streaming run and drain it. A DifyError raised while iterating (including on
         opening the stream, which happens at the first iteration) is captured in the outcome with

@@ -29,7 +29,7 @@ from dify_provider.client import (
 from dify_provider.client._core import Retry, RetryPolicy, retryable, transport_error
 
 from . import _bodies as b
-from ._endpoints import SAFE_ENDPOINTS, START_ENDPOINTS, Endpoint, endpoint_params
+from ._endpoints import ONCE_ENDPOINTS, SAFE_ENDPOINTS, START_ENDPOINTS, Endpoint, endpoint_params
 from ._harness import RUN_ID, TASK_ID, WORKFLOW_UUID, FakeClock, Harness, url
 
 OK_BODY: dict[str, dict[str, Any]] = {
@@ -99,6 +99,18 @@ def test_every_safe_endpoint_retries(harness: Harness, router: respx.MockRouter,
     assert harness.call(endpoint.method, *endpoint.args, **endpoint.kwargs) is not None
     assert route.call_count == 2
     assert len(harness.sleeps) == 1
+
+
+@pytest.mark.parametrize("endpoint", endpoint_params(ONCE_ENDPOINTS))
+@pytest.mark.parametrize("name", SAFE_RETRIED)
+def test_a_probe_is_sent_once(harness: Harness, router: respx.MockRouter, endpoint: Endpoint, name: str) -> None:
+    # GET / tells the version where a server answers it; one that does not (1.13.2: a 404 page)
+    # will not start to after a backoff.
+    route = router.request(endpoint.http, endpoint.url).mock(side_effect=[failure(name), ok(endpoint)])
+    with pytest.raises(DifyError):
+        harness.call(endpoint.method, *endpoint.args, **endpoint.kwargs)
+    assert route.call_count == 1
+    assert harness.sleeps == []
 
 
 @pytest.mark.parametrize("name", NEVER_RETRIED)
@@ -352,6 +364,7 @@ def test_transport_error_marks_only_connect_errors_as_not_sent() -> None:
 def test_retryable_table(exc: BaseException, safe: bool, start: bool) -> None:
     assert retryable(exc, Retry.SAFE) is safe
     assert retryable(exc, Retry.START) is start
+    assert retryable(exc, Retry.ONCE) is False
 
 
 def test_backoff_honours_retry_after_and_caps_it() -> None:

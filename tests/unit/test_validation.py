@@ -152,3 +152,51 @@ def test_bad_config(overrides: dict[str, Any], field: str) -> None:
 
 def test_idle_timeout_just_above_the_ping_interval_is_fine() -> None:
     assert ClientConfig(api_key=SecretStr(API_KEY), stream_idle_timeout=10.5).stream_idle_timeout == 10.5
+
+
+# --- inputs against the app's input form (GET /parameters) ---------------------------------------
+# A real Dify 1.13.2 answers a refused input in streaming mode with silence, so the operator checks
+# inputs with Dify's own rules (BaseAppGenerator._validate_inputs) before it starts a run.
+
+FORM = {"user_input_form": [
+    {"text-input": {"variable": "query", "required": True, "max_length": 5}},
+    {"paragraph": {"variable": "notes"}},
+    {"select": {"variable": "tone", "options": ["formal", "casual"]}},
+    {"number": {"variable": "delay"}},
+    {"file": {"variable": "doc"}},
+    {"file-list": {"variable": "docs"}},
+]}
+
+
+@pytest.mark.parametrize(("inputs", "problem"), [
+    ({"query": "hi"}, None),
+    ({"query": "hi", "delay": "2.5", "tone": "casual", "doc": {"type": "document"}, "docs": [], "extra": 1}, None),
+    ({"query": "hi", "delay": 3, "notes": ""}, None),
+    ({}, "missing required workflow input(s) 'query'"),
+    ({"query": ""}, "missing required workflow input(s) 'query'"),
+    ({"query": "toolong"}, "'query' must be at most 5 characters, got 7"),
+    ({"query": 42}, "'query' must be a string (text-input), got int"),
+    ({"query": "hi", "delay": "abc"}, "'delay' must be a valid number, got 'abc'"),
+    ({"query": "hi", "delay": [1]}, "'delay' must be a number, got list"),
+    ({"query": "hi", "tone": "rude"}, "'tone' must be one of ['formal', 'casual'], got 'rude'"),
+    ({"query": "hi", "doc": "a.pdf"}, "'doc' must be a file object"),
+    ({"query": "hi", "docs": ["a.pdf"]}, "'docs' must be a list of file objects"),
+], ids=["ok", "ok-all", "ok-number", "missing", "blank", "too-long", "not-str", "nan", "number-type",
+        "not-an-option", "file", "file-list"])
+def test_inputs_checked_like_dify(inputs: dict[str, Any], problem: str | None) -> None:
+    from dify_provider.client import AppParameters
+
+    problems = AppParameters.model_validate(FORM).input_problems(inputs)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert problems[0].startswith(problem)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    from dify_provider.client import AppParameters
+
+    problems = AppParameters.model_validate(FORM).input_problems({"tone": "rude", "delay": "x"})
+    assert problems == ["missing required workflow input(s) 'query'", "'tone' must be one of ['formal', 'casual'], "
+                        "got 'rude'", "'delay' must be a valid number, got 'x'"]
