@@ -11,10 +11,11 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from dify_provider.client import errors as e
 from dify_provider.client.status import Reason, Verdict
 from dify_provider.client.waiting import Snapshot, WaitLogger
 
-__all__ = ["DifyRunFailedError", "DifyRunNotFoundError", "WaitLogger", "conclude"]
+__all__ = ["DifyRunFailedError", "DifyRunNotFoundError", "WaitLogger", "airflow_error", "conclude"]
 
 _NO_RETRY = {Reason.NOT_FOUND, Reason.AUTH}
 _TIMEOUTS = {Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT}
@@ -54,3 +55,12 @@ def conclude(snapshot: Snapshot, log: logging.Logger | Any, *, terminal_failure_
     if not terminal_failure_retries:
         raise AirflowFailException(snapshot.message)
     raise DifyRunFailedError(snapshot)
+
+
+def airflow_error(exc: e.DifyError) -> AirflowException:
+    """A client error raised by a task: input, key, quota and not-found problems fail without
+    retries (the same request would fail again); the rest may be retried."""
+    if isinstance(exc, e.DifyInvalidInputError | e.DifyAuthError | e.DifyQuotaExceededError
+                  | e.DifyNotFoundError | e.DifyConfigError):
+        return AirflowFailException(str(exc))
+    return AirflowException(str(exc))

@@ -51,6 +51,12 @@ CONNECTION_EXTRAS: dict[str, dict[str, Any]] = {
         "description": "The app's id from its console URL; optional, learned from runs when empty.",
         "schema": {"type": ["string", "null"], "default": ""},
     },
+    "server_version": {
+        "label": "Dify server version",
+        "description": "Leave empty: Dify names its version on every answer (X-Version header). Set it, e.g. "
+        "1.13.2, only if a proxy strips that header; 1.13+ lets deferrable tasks hang up and wait in the triggerer.",
+        "schema": {"type": ["string", "null"], "default": ""},
+    },
 }
 
 #: The ``chenyu`` connection's extras: the transport settings of the ``dify`` form (same labels,

@@ -611,7 +611,7 @@ def check_results(stack: AirflowStack, emulator: EmulatorProcess, runs: Runs, re
             "connection_id": "dify_default", "conn_type": "dify", "host": conn["host"], "password": conn["password"],
             "extra": json.dumps(conn["extra"]),
         })
-        report.check(tested.get("status") is True and "1.13.0" in str(tested.get("message")),
+        report.check(tested.get("status") is True and "Dify 1.13.2" in str(tested.get("message")),
                      f"POST /connections/test: {tested.get('message')}", tested)
 
 
@@ -718,7 +718,7 @@ async def _connection_pages(page: Browser, stack: AirflowStack, emulator: Emulat
         report.warn("the connection list's Test button answers 'Bad Request': Airflow 3.3.2's UI sends "
                     "port=0 for a connection without a port (not the provider; see report)")
     else:
-        report.check("Successful" in toast and "1.13.0" in toast,
+        report.check("Successful" in toast and "1.13.2" in toast,
                      "connection list: 'Test' succeeds and reports the Dify version", toast)
 
 

@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook, Connection
 from dify_provider.client import AsyncDifyClient, ClientConfig, DifyClient, DifyConfigError, DifyError
 from dify_provider.client._core import NO_RETRY
 from dify_provider.client.async_ import fast_transport
+from dify_provider.client.version import ServerVersion, VersionSource, parse_version
 from dify_provider.hooks.base import AsyncClientPool, extra_value, for_connection, transport_kwargs
 from dify_provider.provider_info import CONNECTION_EXTRAS, DIFY_DEFAULT_CONN_ID
 
@@ -27,6 +28,8 @@ class DifySettings:
     config: ClientConfig
     console_url: str
     app_id: str | None
+    #: The ``server_version`` extra: what the user says the server is, for when it cannot tell.
+    stated_version: str | None = None
 
 
 def settings_from_connection(conn: Connection) -> DifySettings:
@@ -38,10 +41,15 @@ def settings_from_connection(conn: Connection) -> DifySettings:
         config = ClientConfig(**transport, user=str(extra_value(extras, "default_user", CONNECTION_EXTRAS)))
     except DifyConfigError as exc:
         raise for_connection(conn.conn_id, exc) from None
+    stated = str(extra_value(extras, "server_version", CONNECTION_EXTRAS) or "").strip() or None
+    if stated is not None and parse_version(stated) is None:
+        raise DifyConfigError(f"connection {conn.conn_id!r}.extra.server_version",
+                              f"{stated!r} is not a version: write it as Dify shows it, e.g. 1.13.2, or leave it empty")
     return DifySettings(
         config=config,
         console_url=str(extra_value(extras, "console_url", CONNECTION_EXTRAS)).rstrip("/"),
         app_id=str(extras.get("app_id") or "") or None,
+        stated_version=stated,
     )
 
 
@@ -60,6 +68,7 @@ class DifyHook(BaseHook):
     def __init__(self, dify_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.dify_conn_id = dify_conn_id
+        self._learned: ServerVersion | None = None
 
     def __repr__(self) -> str:
         return f"DifyHook(dify_conn_id={self.dify_conn_id!r})"
@@ -81,22 +90,52 @@ class DifyHook(BaseHook):
         config = self.settings.config
         return AsyncDifyClient(config, transport=fast_transport(config) if fast else None)
 
+    def server_version(self, client: DifyClient) -> ServerVersion:
+        """The server's version, asked of the server at most once by this hook (one connection).
+
+        In order: the ``X-Version`` header of an answer this client already got (every real
+        answer has one, so this is usually free), what this hook learned earlier, the
+        connection's ``server_version`` extra, then one ``GET /``. The server's own word wins
+        over the extra; a disagreement is logged, since it means the extra is stale. Nothing
+        outlives the hook: a long-lived process must not keep a version across an upgrade.
+        """
+        stated = self.settings.stated_version
+        if client.server_version:
+            found = ServerVersion(client.server_version, VersionSource.HEADER)
+        elif self._learned is not None:
+            return self._learned
+        elif stated:
+            return ServerVersion(stated, VersionSource.STATED)
+        else:
+            found = client.detect_version()
+        if found != self._learned:
+            self._learned = found
+            if found.known and stated and parse_version(stated) != found.numbers:
+                self.log.warning("Connection %r states server_version %s, but the server says %s; using the "
+                                 "server's (update or clear the extra)", self.dify_conn_id, stated, found)
+        return found
+
     def test_connection(self) -> tuple[bool, str]:
-        """Read-only check: server version (``GET /``, no key), then the key (``GET /info``)."""
+        """Read-only check: the key (``GET /info``) and the server version, learned from that
+        answer's header, else from ``GET /`` (no key), else from the connection's extra."""
         try:
             # One attempt each: a person pressing "Test" wants the answer now, not after backoff.
             with DifyClient(dataclasses.replace(self.settings.config, retry=NO_RETRY)) as client:
-                try:
-                    version = f"Dify {client.get_server_version().server_version}"
-                except DifyError:
-                    version = "Dify (version unknown)"
                 info = client.get_info()
+                version = self.server_version(client)
         except DifyError as exc:
             return False, str(exc)
+        if version.source is VersionSource.STATED:
+            said = f"Dify {version.text} (as the connection's server_version extra states; the server did not say)"
+        elif version.known:
+            said = f"Dify {version.text}"
+        else:
+            said = ("Dify (version unknown: no X-Version header and no answer to GET /; if a proxy strips the "
+                    "header, state the version in the connection's server_version extra)")
         note = "" if info.mode == "workflow" else (
             f"; note: workflow operators need a 'workflow' app, this key's app is '{info.mode}'"
         )
-        return True, f"Connected to {version}: app {info.name!r} (mode {info.mode}){note}"
+        return True, f"Connected to {said}: app {info.name!r} (mode {info.mode}){note}"
 
 
 class SharedAsyncClients(AsyncClientPool[ClientConfig, AsyncDifyClient]):

@@ -9,9 +9,8 @@ the request may have reached the server; retries re-attach instead.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import threading
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,16 +19,19 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dify_provider.client import errors as e
 from dify_provider.client._checks import check_files, check_inputs, check_uuid
-from dify_provider.client.status import Reason, Verdict, WaitPolicy, is_terminal
+from dify_provider.client.status import Reason, Verdict, WaitPolicy
 from dify_provider.client.waiting import (
     PollSchedule,
     Snapshot,
+    human_duration,
     snapshot_of_error,
     snapshot_of_run,
     timeout_snapshot,
 )
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
-from dify_provider.outcome import WaitLogger, conclude
+from dify_provider.operators.resume import EarlierRun, RunMemory, default_user, earlier_run, try_number
+from dify_provider.operators.streaming import may_hang_up, silent_start_error
+from dify_provider.outcome import WaitLogger, airflow_error, conclude
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 
 # The hook, the HTTP client, the response models and the trigger are imported where they are
@@ -37,14 +39,21 @@ from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from dify_provider.client.sync import DifyClient, WorkflowStream
+    from dify_provider.client.sync import DifyClient, StreamDeadline, WorkflowStream
     from dify_provider.hooks.dify import DifyHook
 
-#: task_state_store key; survives retries of the same task instance (Airflow 3.3+).
-STATE_KEY = "dify_workflow_run"
-#: Dify >= 1.13 runs streaming executions in Celery workers: hanging up no longer kills them.
-DETACH_SAFE_VERSION = (1, 13)
 XCOM_KEYS = ("status", "total_tokens", "total_steps", "elapsed_time", "created_at", "finished_at")
+
+
+@dataclass
+class _Try:
+    """What every step of one try needs (the operator object itself outlives none of it)."""
+
+    client: DifyClient
+    context: Context
+    memory: RunMemory
+    user: str
+    started: float
 
 
 class DifyRunWorkflowOperator(BaseOperator):
@@ -62,14 +71,17 @@ class DifyRunWorkflowOperator(BaseOperator):
     :param wait_for_termination: wait for the run to end (default). If False, return once it
         started, with the ids in XCom (wait later with ``WorkflowRunSensor``).
     :param deferrable: wait in the triggerer (Dify >= 1.13 only; older servers lose a run whose
-        stream is closed, so the operator stays on the stream and says why).
+        stream is closed, so the operator stays on the stream and says why). The version comes
+        from the ``X-Version`` header of Dify's answers, or the connection's ``server_version``.
     :param poll_interval: seconds between polls when polling (deferred, or after a broken stream).
     :param max_poll_interval: turn on polling backoff up to this many seconds.
-    :param timeout: seconds to wait for the run; when exceeded the run is stopped and the task fails.
+    :param timeout: seconds to wait for the run; when exceeded the run is stopped and the task
+        fails, within about a second of the moment whatever the stream is doing.
     :param fail_on_partial: fail on ``partial-succeeded`` (default: succeed with a warning).
     :param fail_on_paused: fail when the run pauses for human input (default: keep waiting).
     :param check_required_inputs: read ``GET /parameters`` first and fail before starting a run
-        if a required input variable is missing.
+        if an input is missing or would be refused (type, length, options), as Dify would: in
+        streaming mode Dify 1.13 answers a refused input with silence, not with an error.
     :param dify_conn_id: connection of type ``dify``.
     """
 
@@ -132,17 +144,21 @@ class DifyRunWorkflowOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         inputs, files, workflow_id = self._checked_arguments()
         user = self.user or default_user(context)
-        started = time.time()
         with self.hook.get_client() as client:
-            attached = self._find_previous_run(client, context, user)
-            if attached is not None:
-                return self._wait(client, context, attached, user, None, started)
+            t = self._try = _Try(client, context, RunMemory(context), user, time.time())
+            earlier = earlier_run(client, t.memory, self.policy, self.log, try_number=try_number(context),
+                                  user=user, find_by_user=self.user is None)
+            if earlier is not None:
+                return self._take_over(t, earlier)
             if self.check_required_inputs:
-                self._check_required(client, inputs)
+                self._check_inputs(client, inputs)
+            t.memory.starting(user, t.started)
             stream = client.run_workflow(inputs, user, response_mode="streaming", files=files,
                                          workflow_id=workflow_id)
-            run_id = self._read_until_started(stream, client, context, user, started)
-            return self._wait(client, context, run_id, user, stream, started)
+            # One deadline for the whole stream: a read blocked on a silent stream ends at it.
+            with stream.hang_up_at(t.started + self.timeout) as deadline:
+                run_id = self._read_until_started(t, stream, deadline, inputs)
+                return self._wait(t, run_id, stream, deadline)
 
     def _checked_arguments(self) -> tuple[dict[str, Any], list[dict[str, Any]] | None, str | None]:
         try:
@@ -151,93 +167,66 @@ class DifyRunWorkflowOperator(BaseOperator):
         except e.DifyConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
 
-    def _check_required(self, client: DifyClient, inputs: dict[str, Any]) -> None:
+    def _check_inputs(self, client: DifyClient, inputs: dict[str, Any]) -> None:
         try:
-            required = client.get_parameters().required_variables
+            problems = client.get_parameters().input_problems(inputs)
         except e.DifyError as exc:
-            raise _airflow_error(exc) from exc
-        missing = [name for name in required if inputs.get(name) in (None, "")]
-        if missing:
+            raise airflow_error(exc) from exc
+        if problems:
             raise AirflowFailException(
-                f"inputs: missing required workflow input(s) {', '.join(map(repr, missing))}; the app's "
-                f"input form requires them (set them in `inputs`, or pass check_required_inputs=False)"
+                f"inputs: {'; '.join(problems)}: the app's input form (GET /parameters) says so; fix `inputs`, "
+                "or pass check_required_inputs=False to let Dify decide"
             )
 
-    # --- retry safety ------------------------------------------------------------------------
+    def _take_over(self, t: _Try, earlier: EarlierRun) -> Any:
+        self._remember(t, earlier.run_id, earlier.task_id)
+        if earlier.done is not None:
+            return self._finish(t.context, t.memory, earlier.done)
+        return self._wait(t, earlier.run_id, None, None)
 
-    def _find_previous_run(self, client: DifyClient, context: Context, user: str) -> str | None:
-        """On a retry, return the id of a run this task instance already started and that is
-        still going, to re-attach to. ``None`` means: start a new run.
-
-        A finished run is never reused, even one that succeeded: a user who clears a task (same
-        DAG run, so the same end-user id) asks for a new run, not for yesterday's answer.
-        """
-        if int(getattr(context.get("ti"), "try_number", 1) or 1) <= 1:
-            return None
-        remembered = _state_get(context)
-        candidates: list[str] = []
-        if remembered and remembered.get("workflow_run_id"):
-            self._dify_task_id = remembered.get("task_id")
-            candidates.append(str(remembered["workflow_run_id"]))
-        elif self.user is None:
-            # No state store (or a crash before it was written): Dify's logs by our end-user id.
-            try:
-                page = client.list_workflow_logs(created_by_end_user_session_id=user, limit=5)
-                candidates += [entry.workflow_run.id for entry in page.data]
-            except e.DifyError as exc:
-                self.log.warning("could not look for an earlier run of this task in Dify's logs: %s", exc)
-        for run_id in candidates:
-            try:
-                run = client.get_workflow_run(run_id)
-            except e.DifyError:
-                continue
-            if not is_terminal(run.status):
-                self.log.info("Retry %s: re-attaching to Dify workflow run %s (status %s) started by an "
-                              "earlier try, instead of starting a new one",
-                              getattr(context.get("ti"), "try_number", "?"), run_id, run.status)
-                self._remember(context, run_id, self._dify_task_id, user)
-                return run_id
-        return None
-
-    def _remember(self, context: Context, run_id: str, task_id: str | None, user: str) -> None:
+    def _remember(self, t: _Try, run_id: str, task_id: str | None, app_id: str | None = None) -> str | None:
+        """Store the ids where a retry, a kill and the UI link will look; returns the link."""
         self._dify_run_id, self._dify_task_id = run_id, task_id
-        _state_set(context, {"workflow_run_id": run_id, "task_id": task_id, "user": user})
-        ti = context["ti"]
+        t.memory.started(run_id, task_id, t.user)
+        ti = t.context["ti"]
         ti.xcom_push(key="workflow_run_id", value=run_id)
         ti.xcom_push(key="task_id", value=task_id)
         settings = self.hook.settings
-        url = console_logs_url(settings.console_url, settings.app_id, run_id)
+        url = console_logs_url(settings.console_url, settings.app_id or app_id, run_id)
         if url:
             ti.xcom_push(key=LINK_XCOM_KEY, value=url)
+        return url
 
     # --- starting ------------------------------------------------------------------------------
 
-    def _read_until_started(self, stream: WorkflowStream, client: DifyClient, context: Context, user: str,
-                            started: float) -> str:
+    def _read_until_started(self, t: _Try, stream: WorkflowStream, deadline: StreamDeadline,
+                            inputs: dict[str, Any]) -> str:
         from dify_provider.client.models import WorkflowStartedEvent
 
         try:
             for event in stream:
                 if isinstance(event, WorkflowStartedEvent):
-                    self._remember(context, event.workflow_run_id, event.task_id, user)
-                    settings = self.hook.settings
-                    app_id = settings.app_id or event.inputs.get("sys.app_id")
-                    url = console_logs_url(settings.console_url, app_id, event.workflow_run_id)
-                    if url and not settings.app_id:
-                        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=url)
+                    url = self._remember(t, event.workflow_run_id, event.task_id, event.inputs.get("sys.app_id"))
                     self.log.info("Started Dify workflow run %s (task %s)%s", event.workflow_run_id,
                                   event.task_id, f": {url}" if url else "")
                     return event.workflow_run_id
         except e.DifyError as exc:
+            if deadline.fired:
+                raise AirflowException(
+                    f"gave up after {human_duration(self.timeout)} (timeout): Dify had not announced the run yet, "
+                    "so there was nothing to stop; if it starts later it runs without this task"
+                ) from exc
             if isinstance(exc, e.DifyAPIError | e.DifyConfigError) or getattr(exc, "sent", True) is False:
-                raise _airflow_error(exc) from exc
+                raise airflow_error(exc) from exc
             # The request may have started a run we never heard of: do not send it again.
-            found = self._find_run_after(client, user, started)
+            found = self._find_run_after(t)
             if found:
                 self.log.warning("The start request broke (%s) but Dify has run %s for this task: attaching",
                                  exc, found)
-                self._remember(context, found, None, user)
+                self._remember(t, found, None)
                 return found
+            if isinstance(exc, e.DifyStreamTimeoutError | e.DifyStreamEndedError):
+                raise self._silent_start(t, inputs, exc) from exc
             raise AirflowException(
                 f"starting the Dify run failed ambiguously ({exc}); it was not re-sent because Dify has no "
                 "idempotency key and a second request could start a second paid run. A retry of this task "
@@ -245,59 +234,57 @@ class DifyRunWorkflowOperator(BaseOperator):
             ) from exc
         raise AirflowException("the Dify stream ended before announcing the run (no workflow_started event)")
 
-    def _find_run_after(self, client: DifyClient, user: str, started: float) -> str | None:
+    def _silent_start(self, t: _Try, inputs: dict[str, Any], exc: e.DifyError) -> AirflowException:
         try:
-            page = client.list_workflow_logs(created_by_end_user_session_id=user, limit=5)
+            problems = t.client.get_parameters().input_problems(inputs)
+        except e.DifyError:
+            problems = []
+        return silent_start_error(self.hook.server_version(t.client), problems, exc, t.user)
+
+    def _find_run_after(self, t: _Try) -> str | None:
+        try:
+            page = t.client.list_workflow_logs(created_by_end_user_session_id=t.user, limit=5)
         except e.DifyError:
             return None
         for entry in page.data:
-            if (entry.workflow_run.created_at or 0) >= int(started) - 1:
+            if (entry.workflow_run.created_at or 0) >= int(t.started) - 1:
                 return entry.workflow_run.id
         return None
 
     # --- waiting -------------------------------------------------------------------------------
 
-    def _wait(self, client: DifyClient, context: Context, run_id: str, user: str,
-              stream: WorkflowStream | None, started: float) -> Any:
-        if not self.wait_for_termination and (stream is None or self._detach_safe(client)):
+    def _wait(self, t: _Try, run_id: str, stream: WorkflowStream | None, deadline: StreamDeadline | None) -> Any:
+        leave = not self.wait_for_termination or self.deferrable
+        if leave and stream is not None and not self._may_hang_up(t, run_id):
+            leave = False
+        if leave and not self.wait_for_termination:
             if stream is not None:
                 stream.close()
             self.log.info("wait_for_termination=False: not waiting for run %s", run_id)
             return None
-        if stream is not None and self.deferrable and not self._detach_safe(client):
-            self.log.warning("Not deferring: this Dify server is older than 1.13 and stops a streaming run "
-                             "when the stream is closed, so the worker stays on the stream.")
-        elif self.deferrable:
+        if leave:
             if stream is not None:
                 stream.close()
-            self._defer(run_id, user, started)
-        snapshot = self._follow_stream(stream, run_id, started) if stream is not None else None
+            self._defer(t, run_id)
+        snapshot = None
+        if stream is not None and deadline is not None:
+            snapshot = self._follow_stream(stream, run_id, t.started, deadline)
         if snapshot is None:
-            snapshot = self._poll_until_done(client, run_id, started)
+            snapshot = self._poll_until_done(t.client, run_id, t.started)
         if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
-            self._stop_run(client, user, why=snapshot.message)
-        return self._finish(context, snapshot)
+            self._stop_run(t.client, t.user, t.memory, why=snapshot.message)
+        return self._finish(t.context, t.memory, snapshot)
 
-    def _detach_safe(self, client: DifyClient) -> bool:
-        try:
-            return client.get_server_version().at_least(*DETACH_SAFE_VERSION)
-        except e.DifyError:
-            return False  # cannot tell: assume the old behaviour, which is the safe assumption
+    def _may_hang_up(self, t: _Try, run_id: str) -> bool:
+        return may_hang_up(self.log, self.hook.server_version(t.client), run_id, self.dify_conn_id,
+                           waiting=self.wait_for_termination)
 
-    def _follow_stream(self, stream: WorkflowStream, run_id: str, started: float) -> Snapshot | None:
+    def _follow_stream(self, stream: WorkflowStream, run_id: str, started: float,
+                       deadline: StreamDeadline) -> Snapshot | None:
         """Read the stream to the end: completion is seen the moment Dify sends it. Returns
         ``None`` when polling must take over (stream broke, run paused)."""
         from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
 
-        timed_out = threading.Event()
-
-        def hang_up() -> None:
-            timed_out.set()
-            stream.close()
-
-        watchdog = threading.Timer(max(0.0, started + self.timeout - time.time()), hang_up)
-        watchdog.daemon = True
-        watchdog.start()
         try:
             for event in stream:
                 if isinstance(event, WorkflowFinishedEvent):
@@ -306,8 +293,8 @@ class DifyRunWorkflowOperator(BaseOperator):
                     self.log.info("Run %s paused for human input; polling until it resumes", run_id)
                     return None
         except e.DifyError as exc:
-            if timed_out.is_set():
-                return timeout_snapshot(run_id, Reason.TIMEOUT, time.time() - started, None)
+            if deadline.fired:
+                return self._timed_out_on_stream(run_id, started)
             # An ``error`` event (HTTP 200 already sent) and a broken connection alike leave the
             # run's own record as the one truth about how it ended.
             what = (f"Dify sent an error event on the stream of run {run_id}" if isinstance(exc, e.DifyAPIError)
@@ -315,12 +302,16 @@ class DifyRunWorkflowOperator(BaseOperator):
             self.log.warning("%s (%s); polling the run instead (not re-starting it)", what, exc)
             return None
         except Exception:
-            if timed_out.is_set():
-                return timeout_snapshot(run_id, Reason.TIMEOUT, time.time() - started, None)
+            if deadline.fired:
+                return self._timed_out_on_stream(run_id, started)
             raise
-        finally:
-            watchdog.cancel()
         return None
+
+    @staticmethod
+    def _timed_out_on_stream(run_id: str, started: float) -> Snapshot:
+        # The stream had announced the run and not ended it: the run was running.
+        running = Snapshot(Verdict.WAIT, Reason.RUNNING, run_id, "", status="running")
+        return timeout_snapshot(run_id, Reason.TIMEOUT, time.time() - started, running)
 
     def _poll_until_done(self, client: DifyClient, run_id: str, started: float) -> Snapshot:
         schedule = PollSchedule(self.poll_interval, self.max_poll_interval)
@@ -338,20 +329,20 @@ class DifyRunWorkflowOperator(BaseOperator):
                 return timeout_snapshot(run_id, Reason.TIMEOUT, elapsed, snapshot)
             time.sleep(min(schedule.delay(elapsed), self.timeout - elapsed))
 
-    def _defer(self, run_id: str, user: str, started: float) -> None:
+    def _defer(self, t: _Try, run_id: str) -> None:
         from dify_provider.triggers.workflow_run import WorkflowRunTrigger
 
         deadline = time.time() + self.execution_timeout.total_seconds() if self.execution_timeout else None
         trigger = WorkflowRunTrigger(
-            run_id, self.dify_conn_id, task_id=self._dify_task_id, user=user,
-            poll_interval=self.poll_interval, max_poll_interval=self.max_poll_interval, started_at=started,
-            end_time=started + self.timeout, execution_deadline=deadline,
+            run_id, self.dify_conn_id, task_id=self._dify_task_id, user=t.user,
+            poll_interval=self.poll_interval, max_poll_interval=self.max_poll_interval, started_at=t.started,
+            end_time=t.started + self.timeout, execution_deadline=deadline,
             fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, stop_on_kill=True,
         )
         # The trigger owns both deadlines and reports them as events, so the run can be stopped
         # in execute_complete; Airflow's deferral timeout would skip that, so none is set.
         self.defer(trigger=trigger, method_name="execute_complete",
-                   kwargs={"dify_task_id": self._dify_task_id, "user": user})
+                   kwargs={"dify_task_id": self._dify_task_id, "user": t.user})
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
                          dify_task_id: str | None = None, user: str | None = None) -> Any:
@@ -360,23 +351,26 @@ class DifyRunWorkflowOperator(BaseOperator):
         except ValueError as exc:
             raise AirflowException(str(exc)) from None
         self._dify_run_id, self._dify_task_id = snapshot.run_id, dify_task_id
+        memory = RunMemory(context)
         if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
             with self.hook.get_client() as client:
-                self._stop_run(client, user, why=snapshot.message)
-        return self._finish(context, snapshot)
+                self._stop_run(client, user, memory, why=snapshot.message)
+        return self._finish(context, memory, snapshot)
 
     # --- ending --------------------------------------------------------------------------------
 
-    def _finish(self, context: Context, snapshot: Snapshot) -> Any:
+    def _finish(self, context: Context, memory: RunMemory, snapshot: Snapshot) -> Any:
         detail = snapshot.detail
         ti = context["ti"]
         for key in XCOM_KEYS:
             if key in detail:
                 ti.xcom_push(key=key, value=detail[key])
         conclude(snapshot, self.log)
+        # From here a retry (or a clear) asks for a new run, not for this one's answer again.
+        memory.mark(delivered=True)
         return detail.get("outputs", {})
 
-    def _stop_run(self, client: DifyClient, user: str | None, *, why: str) -> None:
+    def _stop_run(self, client: DifyClient, user: str | None, memory: RunMemory | None, *, why: str) -> None:
         if not self._dify_task_id:
             self.log.warning("Cannot stop Dify run %s: its task id is unknown (run re-found after a crash)",
                              self._dify_run_id)
@@ -386,6 +380,10 @@ class DifyRunWorkflowOperator(BaseOperator):
             self.log.info("Stopped Dify run %s (task %s): %s", self._dify_run_id, self._dify_task_id, why)
         except e.DifyError as exc:
             self.log.error("Could not stop Dify run %s: %s", self._dify_run_id, exc)
+            return
+        if memory is not None:
+            # Dify 1.13 keeps showing a stopped run as running: a retry must not wait on it.
+            memory.mark(stopped=why)
 
     def on_kill(self) -> None:
         """Task killed (marked failed, cleared, execution_timeout): stop the remote run."""
@@ -395,40 +393,8 @@ class DifyRunWorkflowOperator(BaseOperator):
 
         config = dataclasses.replace(self.hook.settings.config, timeout=10.0,
                                      retry=RetryPolicy(max_attempts=2, max_elapsed=15.0))
+        attempt = getattr(self, "_try", None)
         with DifyClient(config) as client:
-            self._stop_run(client, self.user, why="the Airflow task was killed")
-
-
-def default_user(context: Context) -> str:
-    """``airflow:<dag>:<task>:<run>[:<map index>]``, hashed when longer than Dify's 255 chars."""
-    ti = context["ti"]
-    parts = ["airflow", ti.dag_id, ti.task_id, ti.run_id]
-    if getattr(ti, "map_index", -1) not in (-1, None):
-        parts.append(str(ti.map_index))
-    user = ":".join(parts)
-    if len(user) > 255:
-        user = user[:200] + ":" + hashlib.sha256(user.encode()).hexdigest()[:32]
-    return user
-
-
-def _state_get(context: Context) -> dict[str, Any] | None:
-    store = context.get("task_state_store")
-    if store is None:
-        return None
-    value = store.get(STATE_KEY)
-    return value if isinstance(value, dict) else None
-
-
-def _state_set(context: Context, value: dict[str, Any]) -> None:
-    store = context.get("task_state_store")
-    if store is not None:
-        store.set(STATE_KEY, value)
-
-
-def _airflow_error(exc: e.DifyError) -> AirflowException:
-    """Input, auth and quota problems fail without retries: the same request would fail again."""
-    if isinstance(exc, e.DifyInvalidInputError | e.DifyAuthError | e.DifyQuotaExceededError
-                  | e.DifyNotFoundError | e.DifyConfigError):
-        return AirflowFailException(str(exc))
-    return AirflowException(str(exc))
-
+            self._stop_run(client, attempt.user if attempt else self.user, None, why="the Airflow task was killed")
+        if attempt is not None:
+            attempt.memory.mark_soon(stopped="the Airflow task was killed")

@@ -57,12 +57,39 @@ def test_repr_and_settings_hide_the_key() -> None:
 def test_test_connection_reports_version_and_mode(dify_emulator: DifyEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     ok, message = DifyHook().test_connection()
     assert ok, message
-    assert message.startswith("Connected to Dify 1.13.0: app ")
+    assert message.startswith("Connected to Dify 1.13.2: app ")
+    # From the X-Version header of GET /info's answer: no probe of GET / (a 404 page on 1.13.2).
+    assert [r.path for r in dify_emulator.requests] == ["/v1/info"]
     chat = dify_emulator.airflow_connection("chat")
     monkeypatch.setenv("AIRFLOW_CONN_DIFY_CHAT", json.dumps(chat))
     ok, message = DifyHook("dify_chat").test_connection()
     assert ok
     assert "workflow operators need a 'workflow' app, this key's app is 'advanced-chat'" in message
+
+
+def test_test_connection_without_a_version_header(dify_emulator: DifyEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    dify_emulator.configure(version_header=False)
+    ok, message = DifyHook().test_connection()
+    assert ok, message
+    assert "Dify (version unknown: no X-Version header and no answer to GET /" in message
+    assert "state the version in the connection's server_version extra" in message
+    assert [r.path for r in dify_emulator.requests] == ["/v1/info", "/v1/"]  # one probe, one attempt
+    dify_emulator.configure(index_route=True, server_version="1.12.3")
+    ok, message = DifyHook().test_connection()
+    assert message.startswith("Connected to Dify 1.12.3: app ")
+    conn = dify_emulator.airflow_connection()
+    conn["extra"]["server_version"] = "1.13.2"
+    monkeypatch.setenv("AIRFLOW_CONN_DIFY_DEFAULT", json.dumps(conn))
+    ok, message = DifyHook().test_connection()
+    assert "Dify 1.13.2 (as the connection's server_version extra states; the server did not say)" in message
+
+
+def test_stated_version_must_be_a_version() -> None:
+    with pytest.raises(DifyConfigError) as info:
+        settings_from_connection(conn(password="k", extra={"server_version": "newest"}))
+    assert "connection 'c'.extra.server_version: 'newest' is not a version" in str(info.value)
+    assert settings_from_connection(conn(password="k", extra={"server_version": " v1.13 "})).stated_version == "v1.13"
+    assert settings_from_connection(conn(password="k", extra={"server_version": ""})).stated_version is None
 
 
 def test_test_connection_unreachable_is_false_and_fast(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,10 +128,10 @@ def test_in_stream_error_before_start_fails_with_dify_words(dify_emulator: DifyE
 class CrashAfterStart(DifyRunWorkflowOperator):
     """Simulates a worker dying on the first try right after the run started."""
 
-    def _wait(self, client: Any, context: Any, run_id: str, *args: Any) -> Any:
-        if context["ti"].try_number == 1:
+    def _wait(self, t: Any, run_id: str, *args: Any) -> Any:
+        if t.context["ti"].try_number == 1:
             raise AirflowException("simulated worker crash")
-        return super()._wait(client, context, run_id, *args)
+        return super()._wait(t, run_id, *args)
 
 
 def test_retry_reattaches_via_task_state_store(dify_emulator: DifyEmulator, dag_id: str) -> None:
