@@ -18,6 +18,7 @@ from dify_provider.client import (
     DifyNotWorkflowAppError,
     DifyQuotaExceededError,
     DifyServerError,
+    DifyStreamEndedError,
     DifyStreamError,
     DifyStreamTimeoutError,
     DifyTimeoutError,
@@ -166,7 +167,7 @@ def test_error_event_without_message_still_explains(harness: Harness, router: re
 def test_stream_without_terminal_event_names_the_run(harness: Harness, router: respx.MockRouter) -> None:
     router.post(RUN_URL).mock(return_value=sse_response(frame(b.WORKFLOW_STARTED), PING, frame(b.NODE_STARTED)))
     out = harness.stream()
-    assert type(out.error) is DifyStreamError
+    assert type(out.error) is DifyStreamEndedError
     assert RUN_ID in str(out.error)
     assert "poll" in str(out.error)
     assert len(out.events) == 2
@@ -176,7 +177,7 @@ def test_stream_without_terminal_event_names_the_run(harness: Harness, router: r
 def test_empty_stream_raises_stream_error(harness: Harness, router: respx.MockRouter) -> None:
     router.post(RUN_URL).mock(return_value=sse_response(PING))
     out = harness.stream()
-    assert type(out.error) is DifyStreamError
+    assert type(out.error) is DifyStreamEndedError
     assert "ended before a terminal event" in str(out.error)
     assert "may still be going" not in str(out.error)
 
