@@ -538,8 +538,7 @@ class VersionHeader:
 
 async def _to_index(request: Request) -> Response:
     """``GET /v1`` -> 308 ``/v1/`` (Werkzeug's strict-slashes redirect)."""
-    query = f"?{request.url.query}" if request.url.query else ""
-    return RedirectResponse(f"{request.url.path}/{query}", status_code=308)
+    return RedirectResponse(str(request.url.replace(path=f"{request.url.path}/")), status_code=308)
 
 
 def create_app(state: EmulatorState) -> ASGIApp:
