@@ -2,7 +2,7 @@
 
 A held run, finished when the test decides (no sleeping)::
 
-    with DifyEmulator() as emu:                      # apps: echo, chat, slow, approval
+    with DifyEmulator() as emu:                      # Dify 1.13.2; apps: echo, chat, slow, approval
         emu.script("echo", Scenario(hold=True))      # the next echo run waits after its nodes
         ...start a run against emu.base_url with emu.api_key("echo")...
         run = emu.wait_for(lambda r: r.held)         # wakes on the server's notification
@@ -13,9 +13,13 @@ Faults queue per endpoint and fire in order::
     emu.inject(
         Fault.too_many_requests(endpoint="POST /workflows/run", retry_after=2),  # no run created
         Fault.delay(30, endpoint="POST /workflows/run", after_run_created=True), # ambiguous start
-        Fault.cut_stream(after_events=2, endpoint="GET /workflow/{id}/events"),
+        Fault.cut_stream(after_events=2, endpoint="POST /workflows/run"),
     )
     assert len(emu.requests_to("POST", "/workflows/run")) == 2
+
+Server behaviour follows Dify 1.13.2 unless switched (``EmulatorConfig``; ``DifyEmulator(**switches)``,
+``emu.configure(**changes)``), e.g. ``DifyEmulator(server_version="1.14.0")`` for the events and
+human-input form API, or ``configure(stopped_run_record="stopped")``.
 
 In pytest, use the ``dify_emulator`` fixture (shared server, reset per test, and
 ``AIRFLOW_CONN_DIFY_DEFAULT`` pointing at it) or ``dify_emulator_factory``. From another process,
@@ -32,10 +36,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dify_provider.testing.config import EmulatorConfig
     from dify_provider.testing.models import (
         EmulatedApp,
         Fault,
         InputField,
+        NodeSpec,
         RecordedRequest,
         RunSnapshot,
         Scenario,
@@ -46,15 +52,20 @@ if TYPE_CHECKING:
 __all__ = [
     "DifyEmulator",
     "EmulatedApp",
+    "EmulatorConfig",
     "Fault",
     "InputField",
+    "NodeSpec",
     "RecordedRequest",
     "RunSnapshot",
     "Scenario",
     "default_apps",
 ]
 
-_HOMES = {name: "dify_provider.testing.models" for name in __all__} | {"DifyEmulator": "dify_provider.testing.server"}
+_HOMES = {name: "dify_provider.testing.models" for name in __all__} | {
+    "DifyEmulator": "dify_provider.testing.server",
+    "EmulatorConfig": "dify_provider.testing.config",
+}
 
 
 def __getattr__(name: str) -> Any:

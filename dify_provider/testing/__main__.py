@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dify_provider.testing.config import add_cli_flags, from_cli
+
 if TYPE_CHECKING:
     from dify_provider.testing.models import EmulatedApp
 
@@ -32,11 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve until SIGINT/SIGTERM")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=5001, help="0 picks a free port")
-    serve.add_argument("--server-version", default="1.13.0")
-    serve.add_argument("--pre-113-disconnect", action="store_true", help="orphan runs whose stream client leaves")
-    serve.add_argument("--ping-interval", type=float, default=10.0)
     serve.add_argument("--config", type=Path, help='JSON file: {"apps": [EmulatedApp, ...]}')
     serve.add_argument("--access-log", action="store_true")
+    add_cli_flags(serve)  # one flag per EmulatorConfig switch
     chenyu = commands.add_parser("chenyu", help="serve the Chenyu progress API until SIGINT/SIGTERM")
     chenyu.add_argument("--host", default="127.0.0.1")
     chenyu.add_argument("--port", type=int, default=5002, help="0 picks a free port")
@@ -70,15 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     emulator = DifyEmulator(
         _load_apps(args.config) if args.config else None,
-        server_version=args.server_version,
-        pre_113_disconnect=args.pre_113_disconnect,
-        ping_interval=args.ping_interval,
         host=args.host,
         port=args.port,
         access_log=args.access_log,
+        **from_cli(args),
     )
     with emulator:
-        print(f"Dify emulator {args.server_version} serving {emulator.base_url}", flush=True)
+        print(f"Dify emulator {emulator.config.server_version} serving {emulator.base_url}", flush=True)
         print(f"admin API: {emulator.admin_url}/", flush=True)
         for app in emulator.apps.values():
             print(f"app {app.name}  mode={app.mode}  key={app.api_key}  app_id={app.app_id}", flush=True)

@@ -41,13 +41,6 @@ class ResumeBody(BaseModel):
     inputs: dict[str, Any] = {}
 
 
-class ConfigBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    server_version: str | None = None
-    pre_113_disconnect: bool | None = None
-    ping_interval: float | None = None
-
-
 _FAULTS = TypeAdapter(list[Fault] | Fault)
 
 
@@ -70,7 +63,7 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
                 result = await fn(request)
             except KeyError as exc:
                 return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, 404)
-            except ValidationError as exc:
+            except (ValidationError, TypeError) as exc:
                 return JSONResponse({"error": str(exc)}, 422)
             except ValueError as exc:
                 return JSONResponse({"error": str(exc)}, 409)
@@ -143,6 +136,11 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
         state.stop(target)
         return _snapshot(target)
 
+    async def release(request: Request) -> Any:
+        target = run_of(request)
+        state.release(target)
+        return _snapshot(target)
+
     async def requests(request: Request) -> Any:
         method, path = request.query_params.get("method"), request.query_params.get("path")
         return [
@@ -164,12 +162,14 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
         return [fault.model_dump(exclude_defaults=True) for fault in state.faults.pending()]
 
     async def config(request: Request) -> Any:
+        """GET: the switches in force; POST ``{switch: value, ...}``: change some (as configure())."""
         if request.method == "POST":
-            body = ConfigBody.model_validate(await _json(request))
+            changes = await _json(request)
+            if not isinstance(changes, dict):
+                raise TypeError("the body must be a JSON object of switches")
             with state.cond:
-                for key, value in body.model_dump(exclude_none=True).items():
-                    setattr(state.config, key, value)
-        return dataclasses.asdict(state.config)
+                state.config = state.config.changed(**changes)
+        return state.config.model_dump()
 
     async def reset(request: Request) -> Any:
         state.reset()
@@ -184,6 +184,7 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/runs/{run_id}/finish", handler(finish), methods=["POST"]),
         Route("/runs/{run_id}/resume", handler(resume), methods=["POST"]),
         Route("/runs/{run_id}/stop", handler(stop), methods=["POST"]),
+        Route("/runs/{run_id}/release", handler(release), methods=["POST"]),
         Route("/requests", handler(requests), methods=["GET"]),
         Route("/script", handler(script), methods=["POST"]),
         Route("/faults", handler(faults), methods=["GET", "POST"]),

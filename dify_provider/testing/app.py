@@ -3,7 +3,12 @@
 Every route goes through :func:`_route`, which applies, in Dify's order: scripted faults that
 fire before the endpoint (so a rejected ``POST /workflows/run`` creates no run), bearer auth, the
 handler, then any fault that mangles the handler's response. Handlers return plain
-``JSONResponse``s: the detail endpoint is polled by a thousand waiters at once and must stay cheap.
+``JSONResponse``s: the detail endpoint is polled by a thousand waiters at once and must stay cheap
+(the only per-request extra is the ``X-Version`` header, added by :class:`VersionHeader`).
+
+Paths the server does not have answer Werkzeug's HTML 404 page, as Flask does outside its API
+error handler (``GET /v1/`` on 1.13.2, the 1.14 events/form API on older versions); a known path
+with the wrong method answers the JSON 405 envelope.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dify_provider.client.status import LOG_FILTER_STATUSES
 from dify_provider.testing import payloads
@@ -39,17 +44,34 @@ from dify_provider.testing.faults import (
 from dify_provider.testing.models import EmulatedApp, Fault
 from dify_provider.testing.recording import RECORD_KEY, RecordingMiddleware
 from dify_provider.testing.runs import FORM_ACTIONS, Run, end_user_id
-from dify_provider.testing.sse import EventStream, Outcome, encode_stored, error_event
+from dify_provider.testing.sse import EventStream, Outcome, encode_stored, error_event, in_stream_error
 from dify_provider.testing.state import SERVICE_ENDPOINTS, EmulatorState
 from dify_provider.testing.validation import (
     FormSubmitPayload,
-    LogQuery,
-    RunPayload,
+    WorkflowLogQuery,
+    WorkflowRunPayload,
     json_body,
     parse,
     required_user,
     validate_inputs,
 )
+
+#: Werkzeug's NotFound page, byte for byte (what Flask sends for a path no route knows).
+NOT_FOUND_HTML = (
+    "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
+    "<p>The requested URL was not found on the server. If you entered the URL manually please check "
+    "your spelling and try again.</p>\n"
+)
+#: Flask's blocking run answer (``compact_generate_response``) names its charset; other JSON does not.
+RUN_JSON = "application/json; charset=utf-8"
+
+
+class NoSuchRoute(Exception):
+    """Raised by a handler whose route this server version does not have: Werkzeug's HTML 404."""
+
+
+def not_found_page() -> Response:
+    return HTMLResponse(NOT_FOUND_HTML, status_code=404)
 
 
 @dataclass(eq=False)
@@ -129,6 +151,8 @@ def _route(state: EmulatorState, method: str, path: str, handler: Handler, *, au
             response = await handler(ctx)
         except DifyError as exc:
             response = exc.response()
+        except NoSuchRoute:
+            response = not_found_page()
         if ctx.response_fault is not None and not isinstance(response, EventStream):
             response = mangle(ctx.response_fault, response)
         return response
@@ -145,8 +169,10 @@ def _require_mode(app: EmulatedApp, *modes: str) -> None:
 
 
 async def index(ctx: Ctx) -> Response:
-    version = ctx.state.config.server_version
-    return JSONResponse({"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": version})
+    config = ctx.state.config
+    if not config.index_route:
+        raise NoSuchRoute  # 1.13.2 has no index resource: GET /v1/ is Flask's 404 page
+    return JSONResponse({"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": config.server_version})
 
 
 async def info(ctx: Ctx) -> Response:
@@ -155,6 +181,14 @@ async def info(ctx: Ctx) -> Response:
 
 async def parameters(ctx: Ctx) -> Response:
     return JSONResponse(payloads.app_parameters(ctx.app))
+
+
+async def site(ctx: Ctx) -> Response:
+    return JSONResponse(payloads.app_site(ctx.app))
+
+
+async def meta(ctx: Ctx) -> Response:
+    return JSONResponse(payloads.app_meta(ctx.app))
 
 
 async def run_workflow(ctx: Ctx) -> Response:
@@ -170,7 +204,7 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
     body = await json_body(ctx.request)
     user = required_user(body.get("user"))
     _require_mode(app, "workflow")
-    payload = parse(RunPayload, body)
+    payload = parse(WorkflowRunPayload, body)
     if workflow_id is not None:
         try:
             uuid.UUID(workflow_id)
@@ -178,9 +212,16 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
             raise DifyError.http(400, f"Invalid workflow_id format: '{workflow_id}'. ") from None
         if workflow_id != app.workflow_id:
             raise not_found(f"Workflow not found with id: {workflow_id}")
-    inputs = validate_inputs(app, payload.inputs)
-    run = state.create_run(app, user, inputs, payload.files or [])
     streaming = payload.response_mode == "streaming"
+    try:
+        inputs = validate_inputs(app, payload.inputs)
+    except DifyError as exc:
+        # 1.13.2 validates inputs in the Celery worker of a streaming run: nothing comes back.
+        mode = state.config.streaming_input_errors
+        if not streaming or mode == "http":
+            raise
+        return _input_error_stream(state, exc, mode == "event")
+    run = state.create_run(app, user, inputs, payload.files or [])
     queue = state.subscribe(run)
     state.launch(run)
 
@@ -213,8 +254,8 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
             state.fail(run, fault.message or "Internal Server Error")
             return error_event(fault, run.id if fault.after_events else None)
 
-        return EventStream(queue, ping_interval=state.config.ping_interval, fault=stream_fault, on_close=closed,
-                           on_error=failed_in_stream)
+        return EventStream(queue, **_stream_timing(state, lambda: run.executing), fault=stream_fault,
+                           on_close=closed, on_error=failed_in_stream)
     try:
         while True:
             item = await queue.get()
@@ -222,7 +263,29 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
                 break
     finally:
         state.unsubscribe(run, queue)
-    return JSONResponse(payloads.blocking_body(run))
+    return JSONResponse(payloads.blocking_body(run), media_type=RUN_JSON)
+
+
+def _stream_timing(state: EmulatorState, executing: Callable[[], bool] | None) -> dict[str, Any]:
+    """Ping and idle-timeout settings of a stream, from the config. ``executing`` says whether
+    the run still executes (1.13.2 pings only then)."""
+    config = state.config
+    fixed = config.stream_pings == "fixed"
+    return {
+        "ping_interval": config.ping_interval,
+        "ping_at_open": not fixed,
+        "executing": None if fixed else executing,
+        "idle_timeout": config.stream_idle_timeout,
+    }
+
+
+def _input_error_stream(state: EmulatorState, error: DifyError, as_event: bool) -> Response:
+    """A streaming start whose inputs are invalid: no run. 1.13.2: the opening ping, then silence
+    until the idle timeout; later Dify: an ``error`` event before ``workflow_started``."""
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    if as_event:
+        queue.put_nowait(in_stream_error(error.status, error.code, error.message))
+    return EventStream(queue, **_stream_timing(state, lambda: False))
 
 
 def _own_run(ctx: Ctx, run_id: str) -> Run | None:
@@ -232,10 +295,21 @@ def _own_run(ctx: Ctx, run_id: str) -> Run | None:
 
 async def run_detail(ctx: Ctx) -> Response:
     _require_mode(ctx.app, "workflow", "advanced-chat")
-    run = _own_run(ctx, ctx.request.path_params["workflow_run_id"])
+    run_id = ctx.request.path_params["workflow_run_id"]
+    run = _own_run(ctx, run_id)
     if run is None:
+        if not _is_uuid(run_id):  # checked only here, off the polled path
+            raise DifyError(500, "unknown", "Internal Server Error")  # Postgres rejects the uuid cast
         raise not_found("Workflow run not found.")
     return JSONResponse(payloads.run_detail(run))
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 async def stop_task(ctx: Ctx) -> Response:
@@ -243,8 +317,10 @@ async def stop_task(ctx: Ctx) -> Response:
     required_user(body.get("user"))
     _require_mode(ctx.app, "workflow")
     run = ctx.state.run_by_task(ctx.request.path_params["task_id"])
-    if run is not None and run.app.name == ctx.app.name:
-        ctx.state.stop(run)  # no user check, and "success" whatever happened (section 3.4)
+    if run is not None:
+        # No user check, no app check (the stop flag is keyed by task id alone: recordings 99, 99d),
+        # and "success" whatever happened (section 3.4).
+        ctx.state.stop(run)
     return JSONResponse({"result": "success"})
 
 
@@ -256,8 +332,8 @@ def _parse_iso(value: str, name: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _matches(run: Run, query: LogQuery, before: float | None, after: float | None) -> bool:
-    if query.status is not None and run.status.value != query.status:
+def _matches(run: Run, query: WorkflowLogQuery, before: float | None, after: float | None) -> bool:
+    if query.status is not None and run.api_status.value != query.status:
         return False
     if query.created_by_end_user_session_id is not None and run.user != query.created_by_end_user_session_id:
         return False
@@ -275,13 +351,18 @@ def _matches(run: Run, query: LogQuery, before: float | None, after: float | Non
 
 async def workflow_logs(ctx: Ctx) -> Response:
     _require_mode(ctx.app, "workflow", "advanced-chat")
-    query = parse(LogQuery, dict(ctx.request.query_params))
+    query = parse(WorkflowLogQuery, dict(ctx.request.query_params))
     assert query.status is None or query.status in LOG_FILTER_STATUSES
     if query.created_by_account is not None:
         raise invalid_param(f"Account not found: {query.created_by_account}")
     before = _parse_iso(query.created_at__before, "created_at__before") if query.created_at__before else None
     after = _parse_iso(query.created_at__after, "created_at__after") if query.created_at__after else None
-    matching = [run for run in reversed(ctx.state.runs_of(ctx.app)) if _matches(run, query, before, after)]
+    running_runs = ctx.state.config.logs_running_runs
+    # Log rows come from the workflow-app pipeline only: a chatflow app's list is empty (recording 73).
+    runs = [] if ctx.app.mode == "advanced-chat" else reversed(ctx.state.runs_of(ctx.app))
+    matching = [
+        run for run in runs if payloads.listed_in_logs(run, running_runs) and _matches(run, query, before, after)
+    ]
     start = (query.page - 1) * query.limit
     return JSONResponse(
         {
@@ -296,7 +377,7 @@ async def workflow_logs(ctx: Ctx) -> Response:
 
 def _require_events_api(ctx: Ctx) -> None:
     if not ctx.state.config.has_events_api:
-        raise DifyError.http(404)  # the route does not exist before 1.13
+        raise NoSuchRoute  # the routes arrive with Dify 1.14
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -315,17 +396,18 @@ async def workflow_events(ctx: Ctx) -> Response:
     fault = state.faults.take(ctx.endpoint, ctx.app.name, "stream")
     if fault is not None:
         ctx.fired(fault)
+    # Dify's events stream pings after every ping_interval of silence and counts only events
+    # towards its idle timeout (workflow_event_snapshot_service.build_workflow_event_stream).
+    timing = {**_stream_timing(state, None), "pings_keep_alive": False}
     if run.terminal:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         queue.put_nowait(payloads.workflow_finished(run, task_id=run.id))
-        return EventStream(
-            queue, ping_interval=state.config.ping_interval, fault=fault, encoder=encode_stored, headers=headers
-        )
+        return EventStream(queue, **timing, fault=fault, encoder=encode_stored, headers=headers)
     replay_from = 0 if _flag(request, "include_state_snapshot") else run.segment_start
     live = state.subscribe(run, replay_from=replay_from)
     return EventStream(
         live,
-        ping_interval=state.config.ping_interval,
+        **timing,
         close_on_pause=not _flag(request, "continue_on_pause"),
         fault=fault,
         headers=headers,
@@ -347,9 +429,8 @@ async def upload_file(ctx: Ctx) -> Response:
         content = await upload.read()
     name = upload.filename
     file_id = str(uuid.uuid4())
-    meta = {
+    meta = {  # no "reference" key on 1.13.2 (checked against the real server)
         "id": file_id,
-        "reference": None,
         "name": name,
         "size": len(content),
         "extension": name.rsplit(".", 1)[-1].lower() if "." in name else "",
@@ -409,6 +490,8 @@ def service_routes(state: EmulatorState) -> list[BaseRoute]:
         _route(state, "GET", "/", index, auth=False),
         _route(state, "GET", "/info", info),
         _route(state, "GET", "/parameters", parameters),
+        _route(state, "GET", "/site", site),
+        _route(state, "GET", "/meta", meta),
         _route(state, "POST", "/workflows/run", run_workflow),
         _route(state, "GET", "/workflows/run/{workflow_run_id}", run_detail),
         _route(state, "POST", "/workflows/tasks/{task_id}/stop", stop_task),
@@ -422,14 +505,52 @@ def service_routes(state: EmulatorState) -> list[BaseRoute]:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and wrong methods answer like Flask behind Dify's error handler."""
+    """Unknown paths get Flask's HTML 404 page; a known path with the wrong method, and crashes,
+    the JSON envelope of Dify's error handler."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404 and not request.url.path.startswith("/_emulator"):
+        return not_found_page()
     return DifyError.http(status).response()
 
 
+class VersionHeader:
+    """``X-Version: <server_version>`` on every service-API response (Dify's ``after_request``),
+    errors, 404 pages and streams included; not on the admin API."""
+
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        config = self.state.config
+        if scope["type"] != "http" or not config.version_header or scope["path"].startswith("/_emulator"):
+            await self.app(scope, receive, send)
+            return
+        header = (b"x-version", config.server_version.encode())
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+async def _to_index(request: Request) -> Response:
+    """``GET /v1`` -> 308 ``/v1/`` (Werkzeug's strict-slashes redirect)."""
+    return RedirectResponse(str(request.url.replace(path=f"{request.url.path}/")), status_code=308)
+
+
 def create_app(state: EmulatorState) -> ASGIApp:
+    # No slash redirects inside /v1: Werkzeug answers /v1/info/ with 404, not a redirect.
+    service = Router(routes=service_routes(state), redirect_slashes=False)
     app = Starlette(
-        routes=[Mount("/v1", routes=service_routes(state)), Mount("/_emulator", routes=admin_routes(state))],
+        routes=[
+            Route("/v1", _to_index, methods=["GET", "HEAD"]),
+            Mount("/v1", app=service),
+            Mount("/_emulator", routes=admin_routes(state)),
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )
-    return RecordingMiddleware(app, state.requests, state.app_name_for_header)
+    app.router.redirect_slashes = False
+    return RecordingMiddleware(VersionHeader(app, state), state.requests, state.app_name_for_header)

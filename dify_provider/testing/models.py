@@ -49,6 +49,27 @@ class InputField(_Frozen):
     max_length: int | None = None
 
 
+class NodeSpec(_Frozen):
+    """One node of a :class:`Scenario` that spells its graph out (``Scenario(nodes=...)``), so the
+    stream shows that app's own node ids, types and titles.
+
+    ``text_chunks`` are ``text_chunk`` events the node streams as it runs: ``(text,
+    from_variable_selector)`` pairs, the text formatted with the run's inputs (``"{query}"``;
+    an unknown name formats as empty), as an LLM or an aggregator feeding the end node streams.
+    ``hold=True`` keeps the run inside this node (``node_started`` sent, no ``node_finished``)
+    until :meth:`DifyEmulator.release` lets it go on, or ``stop``/``finish`` end the run there:
+    how a test stops a run in the middle of a long node without sleeping.
+    """
+
+    id: str = Field(min_length=1)
+    type: str = "llm"
+    title: str = ""
+    seconds: float | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)
+    text_chunks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    hold: bool = False
+
+
 class Scenario(_Frozen):
     """How one run unfolds. Timing defaults are tiny so suites stay fast.
 
@@ -56,8 +77,13 @@ class Scenario(_Frozen):
     :meth:`DifyEmulator.resume`), then runs ``steps_after_resume`` more nodes and ends
     ``after_resume``. ``hold=True`` keeps the run ``running`` after its nodes until the test calls
     :meth:`DifyEmulator.finish` (which then decides the outcome), so tests decide when time passes
-    instead of sleeping. Totals: ``total_tokens = tokens_per_step x nodes run`` (the human-input
-    node counts as a step but spends no tokens).
+    instead of sleeping (:meth:`DifyEmulator.release` lets it end with ``status`` instead).
+    Totals: ``total_steps`` counts nodes *started* (as Dify's graph engine does, so a stopped run
+    counts the node it was stopped in), ``total_tokens = tokens_per_step x nodes finished`` (the
+    human-input node spends none).
+
+    ``nodes`` replaces the ``steps`` generic nodes (``start``, ``llm_2``..., ``end``) with these
+    (before the human-input node, for ``status="paused"``); with ``status="failed"`` the last one fails.
     """
 
     steps: int = Field(default=3, ge=1)
@@ -69,6 +95,7 @@ class Scenario(_Frozen):
     hold: bool = False
     steps_after_resume: int = Field(default=1, ge=0)
     after_resume: FinalStatus = "succeeded"
+    nodes: tuple[NodeSpec, ...] | None = Field(default=None, min_length=1)
 
 
 class FaultScope(TypedDict, total=False):
@@ -203,9 +230,11 @@ class Fault(_Frozen):
         """After ``after_events`` frames, an in-stream ``error`` event and the end of the stream,
         with HTTP 200 already sent: how Dify reports a failure outside any node (a provider's
         quota, a crashed worker; dify-api.md section 4.4). The run ends ``failed`` with ``message``
-        as its error. ``after_events=0`` sends it before ``workflow_started``, as Dify 1.13+ can for
-        invalid inputs (``Fault.stream_error("invalid_param", "text is required in input form",
-        status=400, after_events=0)``): the client never learns the run's id."""
+        as its error. ``after_events=0`` sends it before ``workflow_started`` (after the opening
+        ping), as later Dify does for invalid inputs (``Fault.stream_error("invalid_param", "text is
+        required in input form", status=400, after_events=0)``; for every invalid-input stream:
+        ``configure(streaming_input_errors="event")``): the client never learns the run's id. Frames
+        are counted without pings."""
         return cls(kind="stream_error", code=code, message=message, status=status, after_events=after_events,
                    **scope)
 
@@ -303,6 +332,9 @@ class RunSnapshot:
     form_token: str | None
     held: bool
     orphaned: bool
+    #: The status ``GET /workflows/run/{id}`` and the logs show, which on Dify 1.13.2 stays
+    #: ``running`` for a run stopped through the stop API (``status`` says ``stopped``).
+    api_status: WorkflowRunStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Pure functions of a :class:`Run`, so every place that shows a run (blocking body, stream, detail,
 logs, events endpoint) shows the same facts, with Dify's per-endpoint quirks applied here only:
 the detail endpoint's ``inputs`` is a JSON *string*, its ``outputs`` is ``{}`` until the run has
-them (and while paused), and totals stay 0 with ``finished_at`` null until the end.
+them (and while paused), totals stay 0 with ``finished_at`` null while it runs (a paused run shows
+its totals so far), and a run 1.13.2 stopped shows as still running (:attr:`Run.api_status`).
+Shapes follow recordings of a real Dify 1.13.2 (``tests/contract/recordings``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ WORKFLOW_VERSION = "2026-03-02 09:30:00.000000"
 
 
 def _envelope(run: Run, event: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"event": event, "task_id": run.task_id, "workflow_run_id": run.id, "data": data}
+    return {"event": event, "workflow_run_id": run.id, "task_id": run.task_id, "data": data}
 
 
 def workflow_started(run: Run, reason: str) -> dict[str, Any]:
@@ -39,27 +41,33 @@ def workflow_started(run: Run, reason: str) -> dict[str, Any]:
 
 
 def _node_ids(node: Node) -> dict[str, Any]:
+    # Dify 1.13.2's graph engine reports index 1 and no predecessor for every node.
     return {
         "id": node.execution_id,
         "node_id": node.node_id,
         "node_type": node.node_type,
         "title": node.title,
-        "index": node.index,
-        "predecessor_node_id": node.predecessor,
+        "index": 1,
+        "predecessor_node_id": None,
     }
 
 
 def node_started(run: Run, node: Node) -> dict[str, Any]:
     data = {
         **_node_ids(node),
-        "inputs": node.inputs,
+        "inputs": None,
         "inputs_truncated": False,
         "created_at": int(node.started_at),
         "extras": {},
         "iteration_id": None,
         "loop_id": None,
+        "agent_strategy": None,
     }
     return _envelope(run, "node_started", data)
+
+
+def text_chunk(run: Run, text: str, selector: list[str]) -> dict[str, Any]:
+    return _envelope(run, "text_chunk", {"text": text, "from_variable_selector": selector})
 
 
 def node_finished(run: Run, node: Node) -> dict[str, Any]:
@@ -95,7 +103,7 @@ def finished_data(run: Run) -> dict[str, Any]:
         "id": run.id,
         "workflow_id": run.workflow_id,
         "status": run.status.value,
-        "outputs": run.outputs,
+        "outputs": run.outputs if run.outputs is not None else {},  # 1.13.2: {} when failed or stopped
         "error": run.error,
         "elapsed_time": run.elapsed(),
         "total_tokens": run.tokens,
@@ -192,23 +200,33 @@ def blocking_body(run: Run) -> dict[str, Any]:
 
 
 def _shown_totals(run: Run) -> tuple[int, int, float, int | None]:
-    """Detail and logs show totals, elapsed time and finish only once the run has ended (#19548)."""
-    if not run.terminal:
+    """Detail and logs show totals, elapsed time and finish only once the run has ended (#19548);
+    a paused run's record has the totals so far (1.13 persistence layer, ``_handle_graph_run_paused``)."""
+    if run.shows_running or not run.terminal:
+        if run.status == WorkflowRunStatus.PAUSED and not run.shows_running:
+            return run.steps, run.tokens, 0.0, None
         return 0, 0, 0.0, None
     assert run.finished_at is not None
     return run.steps, run.tokens, run.elapsed(), int(run.finished_at)
 
 
+def listed_in_logs(run: Run, running_runs: bool) -> bool:
+    """1.13.2 writes a run's log row as it starts (``_handle_workflow_started_event``); older
+    pipelines when it finished (``running_runs=False``)."""
+    return running_runs or (run.terminal and not run.shows_running)
+
+
 def run_detail(run: Run) -> dict[str, Any]:
     steps, tokens, elapsed, finished = _shown_totals(run)
-    outputs = run.outputs if run.terminal and run.outputs is not None else {}
+    shown = run.api_status
+    outputs = run.outputs if run.terminal and not run.shows_running and run.outputs is not None else {}
     return {
         "id": run.id,
         "workflow_id": run.workflow_id,
-        "status": run.status.value,
+        "status": shown.value,
         "inputs": run.inputs_json,
         "outputs": outputs,
-        "error": run.error,
+        "error": None if run.shows_running else run.error,
         "total_steps": steps,
         "total_tokens": tokens,
         "created_at": int(run.created_at),
@@ -224,8 +242,8 @@ def log_item(run: Run) -> dict[str, Any]:
         "workflow_run": {
             "id": run.id,
             "version": WORKFLOW_VERSION,
-            "status": run.status.value,
-            "error": run.error,
+            "status": run.api_status.value,
+            "error": None if run.shows_running else run.error,
             "elapsed_time": elapsed,
             "total_tokens": tokens,
             "total_steps": steps,
@@ -239,7 +257,7 @@ def log_item(run: Run) -> dict[str, Any]:
         "created_by_account": None,
         "created_by_end_user": {
             "id": run.end_user_id,
-            "type": "service_api",
+            "type": "service-api",
             "is_anonymous": False,
             "session_id": run.user,
         },
@@ -259,44 +277,66 @@ def app_info(app: EmulatedApp) -> dict[str, Any]:
 
 
 def _form_entry(field: InputField) -> dict[str, Any]:
+    """The start node's variable as the app's DSL holds it (1.13.2 passes it through): no
+    ``default`` unless one is set, ``max_length`` for text, ``options`` always."""
     entry: dict[str, Any] = {
-        "label": field.label or field.variable,
         "variable": field.variable,
+        "label": field.label or field.variable,
+        "type": field.type,
         "required": field.required,
-        "default": "" if field.default is None else field.default,
     }
     if field.max_length is not None:
         entry["max_length"] = field.max_length
-    if field.type == "select":
-        entry["options"] = list(field.options)
+    entry["options"] = list(field.options)
+    if field.default is not None:
+        entry["default"] = field.default
     return {field.type: entry}
 
 
 def app_parameters(app: EmulatedApp) -> dict[str, Any]:
+    """1.13.2's answer for an app with its features off (file upload included)."""
     return {
         "opening_statement": "",
         "suggested_questions": [],
         "suggested_questions_after_answer": {"enabled": False},
         "speech_to_text": {"enabled": False},
-        "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},
+        "text_to_speech": {"enabled": False, "language": "", "voice": ""},
         "retriever_resource": {"enabled": False},
         "annotation_reply": {"enabled": False},
         "more_like_this": {"enabled": False},
-        "sensitive_word_avoidance": {"enabled": False},
         "user_input_form": [_form_entry(f) for f in app.inputs],
-        "file_upload": {
-            "image": {
-                "enabled": False,
-                "number_limits": 3,
-                "detail": "high",
-                "transfer_methods": ["remote_url", "local_file"],
-            }
-        },
+        "sensitive_word_avoidance": {"enabled": False},
+        "file_upload": {"enabled": False},
         "system_parameters": {
-            "file_size_limit": 15,
             "image_file_size_limit": 10,
-            "audio_file_size_limit": 50,
             "video_file_size_limit": 100,
+            "audio_file_size_limit": 50,
+            "file_size_limit": 15,
             "workflow_file_upload_limit": 10,
         },
     }
+
+
+def app_site(app: EmulatedApp) -> dict[str, Any]:
+    """``GET /site``: the WebApp settings of a new app (1.13.2)."""
+    return {
+        "title": app.name,
+        "chat_color_theme": None,
+        "chat_color_theme_inverted": False,
+        "icon_type": "emoji",
+        "icon": "\N{ROBOT FACE}",
+        "icon_background": "#FFEAD5",
+        "description": None,
+        "copyright": None,
+        "privacy_policy": None,
+        "custom_disclaimer": "",
+        "default_language": "en-US",
+        "show_workflow_steps": True,
+        "use_icon_as_answer_icon": False,
+        "icon_url": None,
+    }
+
+
+def app_meta(app: EmulatedApp) -> dict[str, Any]:
+    """``GET /meta``: tool icons of the app's tool nodes (emulated apps have none)."""
+    return {"tool_icons": {}}

@@ -1,8 +1,9 @@
 """The server-side record of one workflow run and of the nodes and form it goes through.
 
 A :class:`Run` lives on the server's event loop; tests only ever see :class:`RunSnapshot` copies.
-Its public numbers (``steps``, ``tokens``) count what has happened so far; the API-facing
-builders in :mod:`payloads` decide what Dify would *show* (zeros until the end, for instance).
+Its public numbers (``steps``, ``tokens``) count what has happened so far and ``status`` is the
+truth; the API-facing builders in :mod:`payloads` decide what Dify would *show* (zeros until the
+end, ``running`` for a run 1.13.2 stopped: ``api_status``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Run:
     finished_at: float | None = None
     held: bool = False
     orphaned: bool = False
+    #: Stopped through the stop API on a server whose record then stays ``running`` (1.13.2).
+    shows_running: bool = False
     form: PendingForm | None = None
     nodes: list[Node] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +98,8 @@ class Run:
     subscribers: set[asyncio.Queue[Item]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set by ``release()`` to let a held run (or held node) go on.
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def workflow_id(self) -> str:
@@ -121,10 +126,26 @@ class Run:
         }
 
     @cached_property
+    def stored_inputs(self) -> dict[str, Any]:
+        """What the start node reports and the run record stores: ``sys_inputs`` plus
+        ``sys.timestamp`` (the run's start, Unix seconds)."""
+        return {**self.sys_inputs, "sys.timestamp": int(self.created_at)}
+
+    @cached_property
     def inputs_json(self) -> str:
         """The detail endpoint's ``inputs``: the Text column Dify filled with ``json.dumps`` (so
         non-ASCII comes back ``\\u``-escaped), computed once so polling stays cheap."""
-        return json.dumps(self.sys_inputs)
+        return json.dumps(self.stored_inputs)
+
+    @property
+    def api_status(self) -> WorkflowRunStatus:
+        """The status the HTTP API shows (detail, logs)."""
+        return WorkflowRunStatus.RUNNING if self.shows_running else self.status
+
+    @property
+    def executing(self) -> bool:
+        """Still running on the server (what keeps a 1.13.2 stream pinging)."""
+        return self.status == WorkflowRunStatus.RUNNING and not self.orphaned
 
     def elapsed(self) -> float:
         end = self.finished_at if self.finished_at is not None else time.time()
@@ -152,4 +173,5 @@ class Run:
             form_token=self.form.token if self.form and not self.form.submitted else None,
             held=self.held,
             orphaned=self.orphaned,
+            api_status=self.api_status,
         )

@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing.app import create_app
+from dify_provider.testing.config import EmulatorConfig
 from dify_provider.testing.models import (
     EmulatedApp,
     Fault,
@@ -27,7 +28,7 @@ from dify_provider.testing.models import (
 )
 from dify_provider.testing.runs import Run
 from dify_provider.testing.serving import LoopbackServer
-from dify_provider.testing.state import Config, EmulatorState
+from dify_provider.testing.state import EmulatorState
 
 T = TypeVar("T")
 StatusArg = str | WorkflowRunStatus | Collection[str | WorkflowRunStatus]
@@ -42,26 +43,28 @@ def _statuses(status: StatusArg | None) -> frozenset[WorkflowRunStatus] | None:
 
 
 class DifyEmulator:
-    """A local Dify service API on loopback. ``with DifyEmulator() as emu: ...``
+    """A local Dify service API on loopback, behaving like Dify 1.13.2 unless switched.
+    ``with DifyEmulator() as emu: ...``
 
-    ``apps`` defaults to :func:`~dify_provider.testing.models.default_apps`. ``pre_113_disconnect``
-    switches on Dify <= 1.12 behaviour: a streaming client that disconnects orphans its run
-    (``running`` forever, stop ignored). ``port=0`` picks a free port.
+    ``apps`` defaults to :func:`~dify_provider.testing.models.default_apps`. ``**switches`` are
+    :class:`~dify_provider.testing.config.EmulatorConfig` fields (``server_version="1.12.0",
+    pre_113_disconnect=True, stream_idle_timeout=0.5, ...``), applied over ``config`` (a config
+    or a mapping; None: the 1.13.2 defaults); an unknown name is a ``TypeError``. ``port=0``
+    picks a free port.
     """
 
     def __init__(
         self,
         apps: Sequence[EmulatedApp] | None = None,
         *,
-        server_version: str = "1.13.0",
-        pre_113_disconnect: bool = False,
-        ping_interval: float = 10.0,
+        config: EmulatorConfig | Mapping[str, Any] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         access_log: bool = False,
+        **switches: Any,
     ) -> None:
-        config = Config(server_version, pre_113_disconnect, ping_interval)
-        self.state = EmulatorState(default_apps() if apps is None else apps, config)
+        settings = EmulatorConfig.build(config, **switches)
+        self.state = EmulatorState(default_apps() if apps is None else apps, settings)
         self._server = LoopbackServer("dify-emulator", host, port, access_log=access_log)
         #: Seconds from start() to the server accepting requests (imports excluded).
         self.startup_seconds: float | None = None
@@ -162,22 +165,20 @@ class DifyEmulator:
         for fault in faults:
             self.state.faults.add(fault)
 
-    def configure(
-        self,
-        *,
-        server_version: str | None = None,
-        pre_113_disconnect: bool | None = None,
-        ping_interval: float | None = None,
-    ) -> None:
-        """Switch server-wide behaviour until the next :meth:`reset`."""
+    @property
+    def config(self) -> EmulatorConfig:
+        """The switches in force now (frozen; change them with :meth:`configure`)."""
+        return self.state.config
+
+    def configure(self, **changes: Any) -> EmulatorConfig:
+        """Switch server-wide behaviour until the next :meth:`reset`: any
+        :class:`~dify_provider.testing.config.EmulatorConfig` field, e.g.
+        ``configure(server_version="1.14.0", stopped_run_record="stopped")``. All changes are
+        validated first and apply together; an unknown name is a ``TypeError``, a bad value a
+        ``ValueError``. Returns the new config. Streams already open keep their timing."""
         with self.state.cond:
-            config = self.state.config
-            if server_version is not None:
-                config.server_version = server_version
-            if pre_113_disconnect is not None:
-                config.pre_113_disconnect = pre_113_disconnect
-            if ping_interval is not None:
-                config.ping_interval = ping_interval
+            self.state.config = self.state.config.changed(**changes)
+            return self.state.config
 
     def finish(
         self,
@@ -206,8 +207,21 @@ class DifyEmulator:
 
         return self._on_loop(act)
 
+    def release(self, run_id: str) -> RunSnapshot:
+        """Let a held run go on: out of its held node (``NodeSpec(hold=True)``) through the rest
+        of its nodes, or past ``Scenario(hold=True)`` to the scenario's own outcome."""
+
+        def act() -> RunSnapshot:
+            run = self._run(run_id)
+            self.state.release(run)
+            return run.snapshot()
+
+        return self._on_loop(act)
+
     def stop(self, run_id: str) -> RunSnapshot:
-        """Stop a run as the stop API does (a pre-1.13 orphan ignores it)."""
+        """Stop a run as the stop API does: the stream ends ``stopped``; with the 1.13.2 default
+        ``stopped_run_record="running"`` the API record stays ``running`` (``snapshot.status`` is
+        ``stopped``, ``snapshot.api_status`` ``running``). A pre-1.13 orphan ignores it."""
 
         def act() -> RunSnapshot:
             run = self._run(run_id)
@@ -217,7 +231,7 @@ class DifyEmulator:
         return self._on_loop(act)
 
     def reset(self) -> None:
-        """Forget runs, requests, faults, scripts and uploads; undo :meth:`configure`."""
+        """Forget runs, requests, faults, scripts and uploads; back to the constructor's config."""
         self._on_loop(self.state.reset)
 
     def _run(self, run_id: str) -> Run:

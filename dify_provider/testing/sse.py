@@ -1,5 +1,11 @@
 """Dify's SSE framing: ``data: <one-line JSON>\\n\\n`` per event and a bare ``event: ping\\n\\n``
-keep-alive every ``ping_interval`` seconds (dify-api.md section 4.1).
+keep-alive (dify-api.md section 4.1).
+
+Pings as 1.13.2 sends them (``streaming_utils.stream_topic_events`` and the worker's
+``AppQueueManager.listen``): one the moment the stream opens, then one every ``ping_interval``
+(on a fixed schedule from the start) while the run executes, none once it does not (a run that
+never started, or a paused one). The server ends a stream after ``idle_timeout`` seconds without
+sending anything.
 
 A custom response rather than ``StreamingResponse`` because the emulator must know *how* a stream
 ended (finished, client gone, deliberately cut) to apply the pre-1.13 orphaning rule, and must be
@@ -36,14 +42,18 @@ def encode_stored(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
-def error_event(fault: Fault, workflow_run_id: str | None = None) -> dict[str, Any]:
+def in_stream_error(status: int, code: str, message: str, workflow_run_id: str | None = None) -> dict[str, Any]:
     """Dify's in-stream ``error`` event: top-level status, code and message, no ``task_id`` and no
     ``data`` (dify-api.md section 4.1); the run id only once the run was announced."""
     event: dict[str, Any] = {"event": "error"}
     if workflow_run_id is not None:
         event["workflow_run_id"] = workflow_run_id
-    return {**event, "status": fault.status, "code": fault.code or "internal_server_error",
-            "message": fault.message or ""}
+    return {**event, "status": status, "code": code, "message": message}
+
+
+def error_event(fault: Fault, workflow_run_id: str | None = None) -> dict[str, Any]:
+    """The ``error`` event a ``stream_error`` fault sends."""
+    return in_stream_error(fault.status, fault.code or "internal_server_error", fault.message or "", workflow_run_id)
 
 
 class EventStream(Response):
@@ -52,6 +62,10 @@ class EventStream(Response):
     ``on_close`` receives the outcome, so the caller can orphan the run when a pre-1.13 client
     went away mid-run. ``on_error`` builds the event a ``stream_error`` fault sends (and ends the
     run as that failure would).
+
+    Pings: one at open if ``ping_at_open``, then one per ``ping_interval`` tick (counted from the
+    stream's start) while ``executing()`` says so (None: always). ``idle_timeout`` ends the stream
+    after that long without a frame (pings count unless ``pings_keep_alive`` is False).
     """
 
     media_type = "text/event-stream"
@@ -61,6 +75,10 @@ class EventStream(Response):
         queue: asyncio.Queue[Item],
         *,
         ping_interval: float,
+        ping_at_open: bool = True,
+        executing: Callable[[], bool] | None = None,
+        idle_timeout: float | None = None,
+        pings_keep_alive: bool = True,
         close_on_pause: bool = True,
         fault: Fault | None = None,
         on_close: Callable[[Outcome], None] = lambda outcome: None,
@@ -74,6 +92,10 @@ class EventStream(Response):
         self.init_headers(headers)
         self.queue = queue
         self.ping_interval = ping_interval
+        self.ping_at_open = ping_at_open
+        self.executing = executing
+        self.idle_timeout = idle_timeout
+        self.pings_keep_alive = pings_keep_alive
         self.close_on_pause = close_on_pause
         self.fault = fault
         self.on_close = on_close
@@ -82,10 +104,13 @@ class EventStream(Response):
         self._backlog: list[Item] = []
         self._send_fn: Send | None = None
         self._next_ping = 0.0
+        self._last_frame = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send_fn = send
-        self._next_ping = asyncio.get_running_loop().time() + self.ping_interval
+        now = asyncio.get_running_loop().time()
+        self._next_ping = now + self.ping_interval
+        self._last_frame = now
         outcome: Outcome = "disconnected"
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -104,27 +129,38 @@ class EventStream(Response):
         finally:
             self.on_close(outcome)
 
-    async def _send(self, chunk: bytes) -> None:
+    async def _send(self, chunk: bytes, *, ping: bool = False) -> None:
         assert self._send_fn is not None
         await self._send_fn({"type": "http.response.body", "body": chunk, "more_body": True})
+        if self.pings_keep_alive or not ping:
+            self._last_frame = asyncio.get_running_loop().time()
 
     async def _ping_if_due(self) -> None:
         now = asyncio.get_running_loop().time()
         if now >= self._next_ping:
-            # Dify pings on a fixed schedule from the stream's start, events or not.
+            # A fixed schedule from the stream's start, events or not (the worker's ``listen``).
             self._next_ping += self.ping_interval
             if self._next_ping <= now:
                 self._next_ping = now + self.ping_interval
-            await self._send(PING)
+            if self.executing is None or self.executing():
+                await self._send(PING, ping=True)
 
-    async def _next(self) -> Item:
-        """The next queued item, sending pings while waiting for it."""
+    async def _next(self) -> Item | Literal["idle"]:
+        """The next queued item, sending pings while waiting for it; ``"idle"`` once the idle
+        timeout passed without a frame."""
         if self._backlog:
             return self._backlog.pop(0)
+        loop = asyncio.get_running_loop()
         while True:
             await self._ping_if_due()
+            deadline = self._next_ping
+            if self.idle_timeout is not None:
+                idle_at = self._last_frame + self.idle_timeout
+                if loop.time() >= idle_at:
+                    return "idle"
+                deadline = min(deadline, idle_at)
             try:
-                async with asyncio.timeout_at(self._next_ping):
+                async with asyncio.timeout_at(deadline):
                     return await self.queue.get()
             except TimeoutError:
                 continue
@@ -139,7 +175,8 @@ class EventStream(Response):
                 async with asyncio.timeout_at(deadline):
                     item = await self.queue.get()
             except TimeoutError:
-                self._next_ping = loop.time() + self.ping_interval
+                self._next_ping = self._last_frame = loop.time()
+                self._next_ping += self.ping_interval
                 return True
             if item is None:
                 return False
@@ -148,6 +185,8 @@ class EventStream(Response):
     async def _pump(self, scope: Scope) -> Outcome:
         sent = 0
         fault = self.fault
+        if self.ping_at_open:
+            await self._send(PING, ping=True)  # "to prevent the connection staying in pending state"
         while True:
             if fault is not None and fault.kind == "stream_silent" and sent == fault.after_events:
                 seconds, fault = fault.seconds, None
@@ -157,7 +196,7 @@ class EventStream(Response):
                 await self._send(self.encoder(self.on_error(fault) if self.on_error else error_event(fault)))
                 return "complete"
             item = await self._next()
-            if item is None:
+            if item is None or item == "idle":
                 return "complete"
             frame = self.encoder(item)
             if fault is not None and fault.kind == "stream_cut" and sent == fault.after_events:

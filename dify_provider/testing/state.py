@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing import payloads
+from dify_provider.testing.config import EmulatorConfig, version_tuple
 from dify_provider.testing.faults import FaultBook
-from dify_provider.testing.models import EmulatedApp, RunSnapshot, Scenario
+from dify_provider.testing.models import EmulatedApp, NodeSpec, RunSnapshot, Scenario
 from dify_provider.testing.recording import RequestLog
 from dify_provider.testing.runs import Item, Node, PendingForm, Run
 
@@ -39,6 +38,8 @@ SERVICE_ENDPOINTS = frozenset(
         "GET /",
         "GET /info",
         "GET /parameters",
+        "GET /site",
+        "GET /meta",
         "POST /workflows/run",
         "POST /workflows/{}/run",
         "GET /workflows/run/{}",
@@ -52,26 +53,14 @@ SERVICE_ENDPOINTS = frozenset(
 )
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+#: The old name of :class:`~dify_provider.testing.config.EmulatorConfig`.
+Config = EmulatorConfig
 
-
-@dataclass
-class Config:
-    """Server-wide behaviour a test may switch (``DifyEmulator.configure``; undone by reset)."""
-
-    server_version: str = "1.13.0"
-    pre_113_disconnect: bool = False
-    ping_interval: float = 10.0
-
-    @property
-    def has_events_api(self) -> bool:
-        """``/workflow/{id}/events`` and the human-input form API arrived with 1.13."""
-        return version_tuple(self.server_version) >= (1, 13)
+__all__ = ["SERVICE_ENDPOINTS", "STOPPED_BY_USER", "Config", "EmulatorConfig", "EmulatorState", "version_tuple"]
 
 
 class EmulatorState:
-    def __init__(self, apps: Sequence[EmulatedApp], config: Config) -> None:
+    def __init__(self, apps: Sequence[EmulatedApp], config: EmulatorConfig) -> None:
         self.apps: dict[str, EmulatedApp] = {}
         self._by_key: dict[str, EmulatedApp] = {}
         for app in apps:
@@ -79,7 +68,8 @@ class EmulatorState:
                 raise ValueError(f"duplicate app name or key: {app.name!r}")
             self.apps[app.name] = app
             self._by_key[app.api_key] = app
-        self._initial_config = replace(config)
+        self._initial_config = config
+        #: Replaced as a whole (it is frozen), so a reader on any thread sees one consistent config.
         self.config = config
         self.cond = threading.Condition()
         self.faults = FaultBook(SERVICE_ENDPOINTS, frozenset(self.apps))
@@ -242,66 +232,92 @@ class EmulatorState:
     async def _drive(self, run: Run) -> None:
         scenario = run.scenario
         self._emit(run, payloads.workflow_started(run, "initial"))
+        first = scenario.nodes if scenario.nodes is not None else scenario.steps
         if scenario.status == "paused":
-            await self._run_nodes(run, scenario.steps, final=False, outcome="succeeded")
+            await self._run_nodes(run, first, final=False, outcome="succeeded")
             self._pause(run)
             await run.resumed.wait()
             await self._run_nodes(run, scenario.steps_after_resume, final=True, outcome=scenario.after_resume)
             final = scenario.after_resume
         else:
-            await self._run_nodes(run, scenario.steps, final=True, outcome=scenario.status)
+            await self._run_nodes(run, first, final=True, outcome=scenario.status)
             final = scenario.status
         if scenario.hold:
-            with self.cond:
-                run.held = True
-                self._notify()
-            await asyncio.Event().wait()  # until finish() or stop() cancels this task
+            await self._hold(run)  # until release(), or finish()/stop() cancel this task
         self._complete(run, WorkflowRunStatus(final))
 
-    async def _run_nodes(self, run: Run, count: int, *, final: bool, outcome: str) -> None:
-        """Run ``count`` nodes: the first of the run is the start node, the last of the final
-        segment the end node; a failing outcome fails the last node, a partial one marks the
-        node before it as a handled ``exception``."""
+    async def _hold(self, run: Run) -> None:
+        with self.cond:
+            run.held = True
+            self._notify()
+        await run.released.wait()
+        run.released.clear()
+        with self.cond:
+            run.held = False
+            self._notify()
+
+    async def _run_nodes(self, run: Run, nodes: int | tuple[NodeSpec, ...], *, final: bool, outcome: str) -> None:
+        """Run the nodes (``count`` generic ones: the first of the run is the start node, the last
+        of the final segment the end node); a failing outcome fails the last node, a partial one
+        marks the node before it as a handled ``exception``."""
         scenario = run.scenario
+        specs = nodes if isinstance(nodes, tuple) else None
+        count = len(nodes) if isinstance(nodes, tuple) else nodes
         failing = final and outcome == "failed" and not scenario.hold
         excepting = final and outcome == "partial-succeeded" and not scenario.hold
         for i in range(count):
             last = i == count - 1
-            node_type = "start" if not run.nodes else ("end" if final and last and not failing else "llm")
-            node = self._start_node(run, node_type)
-            await asyncio.sleep(scenario.step_seconds)
-            node.tokens = scenario.tokens_per_step
+            spec = specs[i] if specs is not None else None
+            if spec is None:
+                node_type = "start" if not run.nodes else ("end" if final and last and not failing else "llm")
+                node = self._start_node(run, node_type)
+            else:
+                node = self._start_node(run, spec.type, node_id=spec.id, title=spec.title or spec.id)
+            for template, selector in spec.text_chunks if spec is not None else ():
+                self._emit(run, payloads.text_chunk(run, template.format_map(_Missing(run.inputs)), list(selector)))
+            if spec is not None and spec.hold:
+                await self._hold(run)
+            seconds = spec.seconds if spec is not None and spec.seconds is not None else scenario.step_seconds
+            await asyncio.sleep(seconds)
+            node.tokens = spec.tokens if spec is not None and spec.tokens is not None else scenario.tokens_per_step
             if failing and last:
                 node.status, node.error = "failed", scenario.error or f"Node {node.title} run failed: emulated failure"
+                run.exceptions += 1  # Dify counts every failed node (GraphExecution.record_node_failure)
             elif excepting and (i == count - 2 or count == 1):
                 node.status, node.error = "exception", "Emulated handled error"
                 run.exceptions += 1
             else:
                 node.status = "succeeded"
-                node.outputs = self._default_outputs(run) if node_type == "end" else {"text": f"step {node.index}"}
+                if node.node_type == "start":
+                    node.outputs = dict(run.stored_inputs)
+                elif node.node_type == "end" or (final and last and spec is not None):
+                    node.outputs = self._default_outputs(run)
+                else:
+                    node.outputs = {"text": f"step {node.index}"}
             self._finish_node(run, node)
 
-    def _start_node(self, run: Run, node_type: str, *, node_id: str | None = None) -> Node:
+    def _start_node(self, run: Run, node_type: str, *, node_id: str | None = None, title: str | None = None) -> Node:
         index = len(run.nodes) + 1
         titles = {"start": "Start", "end": "End", "human-input": "Human Input"}
         node = Node(
             index=index,
             node_id=node_id or (node_type if node_type in titles else f"llm_{index}"),
             node_type=node_type,
-            title=titles.get(node_type, f"LLM {index}"),
+            title=title or titles.get(node_type, f"LLM {index}"),
             predecessor=run.nodes[-1].node_id if run.nodes else None,
-            inputs=run.sys_inputs if node_type == "start" else {},
+            inputs=run.stored_inputs if node_type == "start" else {},
         )
         run.nodes.append(node)
+        with self.cond:  # Dify counts a step when a node starts (event_handlers: NodeRunStartedEvent)
+            run.steps += 1
+            self._notify()
         self._emit(run, payloads.node_started(run, node))
         return node
 
     def _finish_node(self, run: Run, node: Node) -> None:
         node.finished_at = time.time()
-        if node.status != "stopped":
-            with self.cond:  # steps and tokens move together for snapshot readers
-                run.steps += 1
-                run.tokens += node.tokens
+        with self.cond:
+            run.tokens += node.tokens
         self._emit(run, payloads.node_finished(run, node))
 
     def _default_outputs(self, run: Run) -> dict[str, Any]:
@@ -345,14 +361,11 @@ class EmulatorState:
             self._notify()
         self._emit(run, payloads.workflow_finished(run))
 
-    def _halt(self, run: Run, *, stop_open_node: bool) -> None:
-        """Cancel the run's task; a node left running is reported ``stopped`` if asked."""
+    def _halt(self, run: Run) -> None:
+        """Cancel the run's task. A node left running gets no ``node_finished`` (as on 1.13.2,
+        where a stop ends the stream with ``workflow_finished`` right away)."""
         if run.task is not None and not run.task.done():
             run.task.cancel()
-        node = run.open_node()
-        if stop_open_node and node is not None and run.status == WorkflowRunStatus.RUNNING:
-            node.status, node.error = "stopped", STOPPED_BY_USER
-            self._finish_node(run, node)
 
     def resume(self, run: Run, action: str, inputs: dict[str, Any]) -> None:
         form = run.form
@@ -371,12 +384,21 @@ class EmulatorState:
         run.resumed.set()
 
     def stop(self, run: Run) -> bool:
-        """The stop API: ends a running (or paused) run as ``stopped``; a pre-1.13 orphan ignores it."""
+        """The stop API: ends a running (or paused) run as ``stopped`` (the stream says so; with
+        ``stopped_run_record="running"`` the API record stays ``running``); a pre-1.13 orphan
+        ignores it."""
         if run.terminal or run.orphaned:
             return False
-        self._halt(run, stop_open_node=True)
+        self._halt(run)
+        run.shows_running = self.config.stopped_run_record == "running"
         self._complete(run, WorkflowRunStatus.STOPPED, error=STOPPED_BY_USER)
         return True
+
+    def release(self, run: Run) -> None:
+        """Let a held run go on: out of its held node, or on to its scenario's outcome."""
+        if not run.held:
+            raise ValueError(f"run {run.id} is not held (it is {run.status.value})")
+        run.released.set()
 
     def finish(self, run: Run, status: WorkflowRunStatus, outputs: dict[str, Any] | None, error: str | None) -> None:
         """End any unfinished run now (the test's hand on a held run)."""
@@ -389,14 +411,14 @@ class EmulatorState:
             WorkflowRunStatus.STOPPED,
         ):
             raise ValueError(f"cannot finish a run as {status.value!r}")
-        self._halt(run, stop_open_node=False)
+        self._halt(run)
         self._complete(run, status, outputs=outputs, error=error)
 
     def fail(self, run: Run, error: str) -> None:
         """End the run ``failed`` now, as a failure outside any node does (an in-stream error)."""
         if run.terminal:
             return
-        self._halt(run, stop_open_node=False)
+        self._halt(run)
         self._complete(run, WorkflowRunStatus.FAILED, error=error)
 
     def client_gone(self, run: Run) -> None:
@@ -406,7 +428,7 @@ class EmulatorState:
             return
         if run.status == WorkflowRunStatus.PAUSED:
             return
-        self._halt(run, stop_open_node=False)
+        self._halt(run)
         with self.cond:
             run.orphaned = True
             self._notify()
@@ -433,13 +455,20 @@ class EmulatorState:
             self._forms.clear()
             self.files.clear()
             self._scripts.clear()
-            self.config = replace(self._initial_config)
+            self.config = self._initial_config
             self.faults.clear()
             self.requests.clear()
             self._notify()
 
     def shutdown(self) -> None:
         self._close_all()
+
+
+class _Missing(dict[str, Any]):
+    """``str.format_map`` over run inputs: an unknown name formats as empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -14,11 +14,13 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from dify_provider.testing.errors import EMPTY_JSON, MISSING_USER, DifyError, invalid_param
+from dify_provider.testing.errors import MISSING_USER, DifyError, invalid_param
 from dify_provider.testing.models import EmulatedApp, InputField
 
 
-class RunPayload(BaseModel):
+# Class names matter: pydantic puts them in the messages Dify returns verbatim
+# ("1 validation error for WorkflowRunPayload ...").
+class WorkflowRunPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     inputs: dict[str, Any]
@@ -34,7 +36,7 @@ class FormSubmitPayload(BaseModel):
     user: str
 
 
-class LogQuery(BaseModel):
+class WorkflowLogQuery(BaseModel):
     keyword: str | None = None
     status: Literal["succeeded", "failed", "stopped"] | None = None
     created_at__before: str | None = None
@@ -44,6 +46,9 @@ class LogQuery(BaseModel):
     page: int = Field(default=1, ge=1, le=99999)
     limit: int = Field(default=20, ge=1, le=100)
 
+
+RunPayload = WorkflowRunPayload
+LogQuery = WorkflowLogQuery
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,11 +70,9 @@ async def json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         data = json.loads(raw)
-    except ValueError as exc:
-        message = str(exc)
-        if message == "Expecting value: line 1 column 1 (char 0)":
-            raise DifyError.http(400, EMPTY_JSON) from None
-        raise DifyError.http(400, f"Failed to decode JSON object: {message}") from None
+    except ValueError:
+        # 1.13.2 answers an empty body and broken JSON alike with Werkzeug's plain BadRequest.
+        raise DifyError.http(400) from None
     if not isinstance(data, dict):
         # Dify calls .get("user") on it and fails with a generic 500.
         raise DifyError(500, "unknown", "Internal Server Error")

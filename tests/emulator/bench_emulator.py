@@ -203,9 +203,9 @@ def main() -> None:
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
-        httpx.get(f"{base_url}/").raise_for_status()
-        print(f"process spawn-to-first-answer {time.perf_counter() - t0:.3f}s (python start + imports + bind)")
         admin = base_url.removesuffix("/v1") + "/_emulator"
+        httpx.get(f"{admin}/apps").raise_for_status()  # GET /v1/ is a 404 page, as on Dify 1.13.2
+        print(f"process spawn-to-first-answer {time.perf_counter() - t0:.3f}s (python start + imports + bind)")
 
         def script(n: int) -> None:
             httpx.post(f"{admin}/script", json={"app": "echo", "scenarios": [hold] * n}).raise_for_status()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from dify_provider.testing import DifyEmulator, Scenario
+from dify_provider.testing import DifyEmulator, EmulatorConfig, Scenario
 
 from .conftest import SSL, auth, run_body, start_streaming_run
 
@@ -63,12 +63,24 @@ def test_admin_drives_held_and_paused_runs(admin: httpx.Client, client: httpx.Cl
 
 
 def test_admin_config_and_reset(admin: httpx.Client, client: httpx.Client, emu: DifyEmulator) -> None:
-    assert admin.post("/config", json={"server_version": "1.11.1"}).json()["server_version"] == "1.11.1"
+    assert admin.get("/config").json() == EmulatorConfig().model_dump()  # every switch, 1.13.2 defaults
+    changed = admin.post("/config", json={"server_version": "1.11.1", "index_route": True}).json()
+    assert (changed["server_version"], changed["index_route"], changed["stream_idle_timeout"]) == ("1.11.1", True, 300)
     assert client.get("/").json()["server_version"] == "1.11.1"
+    assert client.get("/info").headers["x-version"] == "1.11.1"
     client.post("/workflows/run", json=run_body())
     assert admin.post("/reset").json() == {"reset": True}
     assert emu.runs == {}
-    assert client.get("/").json()["server_version"] == "1.13.0"
+    assert client.get("/info").headers["x-version"] == "1.13.2"
+
+
+def test_admin_config_rejects_unknown_switches_and_bad_values(admin: httpx.Client, emu: DifyEmulator) -> None:
+    unknown = admin.post("/config", json={"server_version": "1.14.0", "ping_intervall": 1})
+    assert unknown.status_code == 422
+    assert "ping_intervall" in unknown.json()["error"]
+    bad = admin.post("/config", json={"stopped_run_record": "gone"})
+    assert (bad.status_code, "stopped_run_record" in bad.json()["error"]) == (422, True)
+    assert emu.config == EmulatorConfig()  # nothing applied from either
 
 
 def test_upload_is_201_with_a_file_object(client: httpx.Client, emu: DifyEmulator) -> None:
@@ -78,7 +90,8 @@ def test_upload_is_201_with_a_file_object(client: httpx.Client, emu: DifyEmulato
     assert (body["name"], body["size"], body["extension"], body["mime_type"]) == ("notes.txt", 5, "txt", "text/plain")
     assert uuid.UUID(body["id"])
     assert isinstance(body["created_at"], int)
-    assert {"reference", "created_by", "preview_url", "source_url", "tenant_id", "conversation_id"} <= set(body)
+    assert {"created_by", "preview_url", "source_url", "tenant_id", "conversation_id", "file_key"} <= set(body)
+    assert "reference" not in body  # not on the live 1.13.2 server
     anonymous = client.post("/files/upload", files={"file": ("a.png", b"x", "image/png")}).json()
     assert anonymous["created_by"] != body["created_by"]  # the shared DEFAULT-USER end user
     recorded = emu.requests[0]

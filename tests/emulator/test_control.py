@@ -50,7 +50,15 @@ def test_emu_stop(client: httpx.Client, emu: DifyEmulator) -> None:
     emu.script("echo", Scenario(hold=True))
     run_id, _ = start_streaming_run(client)
     emu.wait_for(lambda r: r.held)
-    assert emu.stop(run_id).status is WorkflowRunStatus.STOPPED
+    stopped = emu.stop(run_id)
+    assert (stopped.status, stopped.api_status) == (WorkflowRunStatus.STOPPED, WorkflowRunStatus.RUNNING)
+    assert client.get(f"/workflows/run/{run_id}").json()["status"] == "running"  # as the stop API leaves it
+    emu.reset()
+    emu.configure(stopped_run_record="stopped")
+    emu.script("echo", Scenario(hold=True))
+    run_id, _ = start_streaming_run(client)
+    emu.wait_for(lambda r: r.held)
+    emu.stop(run_id)
     assert client.get(f"/workflows/run/{run_id}").json()["error"] == "Stopped by user."
 
 

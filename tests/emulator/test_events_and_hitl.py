@@ -1,14 +1,22 @@
-"""GET /workflow/{id}/events (singular!) and the human-input pause/resume cycle."""
+"""GET /workflow/{id}/events (singular!) and the human-input pause/resume cycle: Dify 1.14's API
+(1.13.2 has neither: 404 pages, see the end), so this module runs the emulator as 1.14.0."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
+import pytest
 
 from dify_provider.testing import DifyEmulator, Scenario
 
 from .conftest import auth, data_events, open_stream, run_body, split_frames, start_streaming_run
+
+
+@pytest.fixture
+def emu(dify_emulator: DifyEmulator) -> DifyEmulator:
+    dify_emulator.configure(server_version="1.14.0")
+    return dify_emulator
 
 
 def _events_url(run_id: str) -> str:
@@ -19,11 +27,11 @@ def test_finished_run_gives_one_frame_then_closes(client: httpx.Client, emu: Dif
     run_id = client.post("/workflows/run", json=run_body(user="carol")).json()["workflow_run_id"]
     with open_stream(client, "GET", _events_url(run_id), params={"user": "carol"}) as reader:
         raw = reader.read_all()
-    frames = split_frames(raw)
-    assert len(frames) == 1
+    ping, frame = split_frames(raw)  # a ping as the stream opens, as in the run stream
+    assert ping == b"event: ping"
     assert raw.endswith(b"\n\n")
-    assert frames[0].startswith(b'data: {"event": "workflow_finished"')  # json.dumps, not compact
-    event = json.loads(frames[0][6:])
+    assert frame.startswith(b'data: {"event": "workflow_finished"')  # json.dumps, not compact
+    event = json.loads(frame[6:])
     assert event["data"]["status"] == "succeeded"
     assert event["workflow_run_id"] == run_id
     assert event["task_id"] == run_id  # Dify rebuilds this frame from the DB row: task id = run id
@@ -144,3 +152,16 @@ def test_snapshot_replays_everything(client: httpx.Client, emu: DifyEmulator) ->
         events = data_events(reader.read_all())
     assert next(e["event"] for e in events) == "workflow_started"
     assert events[-1]["event"] == "workflow_paused"
+
+
+@pytest.mark.parametrize("version", ["1.13.2", "1.12.0"])
+def test_before_114_the_routes_do_not_exist(client: httpx.Client, emu: DifyEmulator, version: str) -> None:
+    """Recordings 22-22c: Flask's 404 page, even for a run that exists, and for the form API."""
+    run_id = client.post("/workflows/run", json=run_body(user="carol")).json()["workflow_run_id"]
+    emu.configure(server_version=version)
+    assert not emu.config.has_events_api
+    for method, path in [("GET", _events_url(run_id)), ("GET", "/form/human_input/tok"),
+                         ("POST", "/form/human_input/tok")]:
+        response = client.request(method, path, params={"user": "carol"}, json={"user": "carol"})
+        assert (response.status_code, response.headers["content-type"]) == (404, "text/html; charset=utf-8")
+        assert response.text.startswith("<!doctype html>")

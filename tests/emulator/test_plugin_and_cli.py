@@ -62,19 +62,25 @@ def test_startup_is_fast(dify_emulator_factory: Callable[..., DifyEmulator]) -> 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "apps.json"
     config.write_text(json.dumps({"apps": [{"name": "nightly", "api_key": "app-nightly"}]}))
-    command = [sys.executable, "-m", "dify_provider.testing", "serve", "--port", "0", "--config", str(config)]
+    command = [sys.executable, "-m", "dify_provider.testing", "serve", "--port", "0", "--config", str(config),
+               "--stopped-run-record", "stopped", "--no-version-header", "--stream-idle-timeout", "42"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         banner = proc.stdout.readline()
         base_url = banner.rsplit(" ", 1)[-1].strip()
-        assert banner.startswith("Dify emulator 1.13.0 serving http://127.0.0.1:")
+        assert banner.startswith("Dify emulator 1.13.2 serving http://127.0.0.1:")
         assert base_url.endswith("/v1")
         lines = [proc.stdout.readline() for _ in range(2)]
         assert lines[1].startswith("app nightly  mode=workflow  key=app-nightly")
         with httpx.Client(base_url=base_url, verify=SSL, headers={"Authorization": "Bearer app-nightly"}) as c:
-            assert c.get("/").json()["server_version"] == "1.13.0"
-            assert c.post("/workflows/run", json=run_body()).json()["data"]["status"] == "succeeded"
+            answer = c.post("/workflows/run", json=run_body())
+            assert answer.json()["data"]["status"] == "succeeded"
+            assert "x-version" not in answer.headers
+            config = c.get(base_url.removesuffix("/v1") + "/_emulator/config").json()
+            assert (config["stopped_run_record"], config["version_header"], config["stream_idle_timeout"]) == (
+                "stopped", False, 42.0)
+            assert config["server_version"] == "1.13.2"  # flags left out keep the defaults
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

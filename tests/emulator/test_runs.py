@@ -23,7 +23,7 @@ def _is_uuid(value: str) -> bool:
 def test_blocking_is_the_default_mode(client: httpx.Client, emu: DifyEmulator) -> None:
     response = client.post("/workflows/run", json=run_body("hello"))
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/json; charset=utf-8"  # recordings 10, 13
     body = response.json()
     assert set(body) == {"task_id", "workflow_run_id", "data"}
     assert _is_uuid(body["task_id"])
@@ -57,7 +57,9 @@ def test_failed_run_is_http_200(client: httpx.Client, emu: DifyEmulator) -> None
     response = client.post("/workflows/run", json=run_body())
     assert response.status_code == 200
     data = response.json()["data"]
-    assert (data["status"], data["error"], data["outputs"]) == ("failed", "LLM quota blew up", None)
+    assert (data["status"], data["error"], data["outputs"]) == ("failed", "LLM quota blew up", {})  # recording 80
+    assert data["total_steps"] == 3  # the failed node counts
+    assert emu.runs[data["id"]].outputs is None
     detail = client.get(f"/workflows/run/{data['id']}").json()
     assert (detail["status"], detail["error"], detail["outputs"]) == ("failed", "LLM quota blew up", {})
 
@@ -69,7 +71,7 @@ def test_other_scripted_outcomes(client: httpx.Client, emu: DifyEmulator, status
     assert data["status"] == status
     assert (data["total_steps"], data["total_tokens"]) == (2, 14)
     if status == "stopped":
-        assert data["outputs"] is None
+        assert data["outputs"] == {}  # 1.13.2's workflow_finished for a stop (recording B0)
         assert data["error"]
     else:
         assert data["outputs"]["text"] == "HELLO"
@@ -120,11 +122,13 @@ def test_chatflow_key_is_not_a_workflow_app(client: httpx.Client, emu: DifyEmula
     )
 
 
-def test_body_must_be_json(client: httpx.Client) -> None:
-    empty = client.post("/workflows/run", content=b"", headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize("raw", [b"", b"this is not json", b"{bad"])
+def test_body_must_be_json(client: httpx.Client, raw: bytes) -> None:
+    """Empty or broken: Werkzeug's plain BadRequest on 1.13.2 (recording 45; the others live)."""
+    empty = client.post("/workflows/run", content=raw, headers={"Content-Type": "application/json"})
     assert empty.json() == {
         "code": "bad_request",
-        "message": "Invalid JSON payload received or JSON payload is empty.",
+        "message": "The browser (or proxy) sent a request that this server could not understand.",
         "status": 400,
     }
     form = client.post("/workflows/run", data={"user": "u"})
@@ -164,6 +168,7 @@ def test_detail_while_running_then_finished(client: httpx.Client, emu: DifyEmula
         "sys.app_id": emu.app_id("echo"),
         "sys.workflow_id": emu.apps["echo"].workflow_id,
         "sys.workflow_run_id": run_id,
+        "sys.timestamp": emu.runs[run_id].created_at,  # stored with the run (recordings 11, 91)
     }
 
     emu.finish(run_id, outputs={"answer": 42})

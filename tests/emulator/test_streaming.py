@@ -98,7 +98,8 @@ def test_pings_are_bare_event_frames(client: httpx.Client, emu: DifyEmulator) ->
     assert reader.names[-1] == "workflow_finished"
 
 
-def test_stop_turns_a_running_run_into_stopped(client: httpx.Client, emu: DifyEmulator) -> None:
+def test_stop_ends_the_stream_stopped_but_the_record_stays_running(client: httpx.Client, emu: DifyEmulator) -> None:
+    """1.13.2 (recordings 90-94b, 99*): the stream says stopped, the run record never changes."""
     emu.script("echo", Scenario(hold=True))
     with open_stream(client, "POST", "/workflows/run", json=run_body(mode="streaming")) as reader:
         first = reader.until_event("workflow_started").events[0]
@@ -107,8 +108,27 @@ def test_stop_turns_a_running_run_into_stopped(client: httpx.Client, emu: DifyEm
         reader.read_all()
     finished = reader.events[-1]
     assert finished["event"] == "workflow_finished"
-    assert finished["data"]["status"] == "stopped"
-    assert client.get(f"/workflows/run/{first['workflow_run_id']}").json()["status"] == "stopped"
+    assert (finished["data"]["status"], finished["data"]["error"]) == ("stopped", "Stopped by user.")
+    assert finished["data"]["outputs"] == {}
+    run_id = first["workflow_run_id"]
+    detail = client.get(f"/workflows/run/{run_id}").json()
+    shown = (detail["status"], detail["error"], detail["finished_at"], detail["total_steps"])
+    assert shown == ("running", None, None, 0)
+    assert (emu.runs[run_id].status, emu.runs[run_id].api_status) == ("stopped", "running")
+    assert emu.wait_for(run_id, status="stopped").id == run_id  # the emulator's own truth
+
+
+def test_stopped_run_record_switch_shows_the_stop(client: httpx.Client, emu: DifyEmulator) -> None:
+    emu.configure(stopped_run_record="stopped")
+    emu.script("echo", Scenario(hold=True))
+    run_id, task_id = start_streaming_run(client)
+    emu.wait_for(lambda r: r.held)
+    client.post(f"/workflows/tasks/{task_id}/stop", json={"user": "u"})
+    detail = client.get(f"/workflows/run/{run_id}").json()
+    assert (detail["status"], detail["error"], detail["total_steps"]) == ("stopped", "Stopped by user.", 3)
+    assert isinstance(detail["finished_at"], int)
+    logged = client.get("/workflows/logs", params={"status": "stopped"}).json()["data"]
+    assert [item["workflow_run"]["id"] for item in logged] == [run_id]
 
 
 def test_stop_always_succeeds_but_needs_user(client: httpx.Client) -> None:
@@ -145,10 +165,12 @@ def test_pre_113_switch_leaves_completed_streams_alone(client: httpx.Client, emu
 def test_factory_emulator_with_old_version(dify_emulator_factory: object) -> None:
     factory = dify_emulator_factory
     assert callable(factory)
-    old: DifyEmulator = factory(server_version="1.9.2", pre_113_disconnect=True, ping_interval=0.02)
+    old: DifyEmulator = factory(server_version="1.9.2", pre_113_disconnect=True, ping_interval=0.02, index_route=True)
     with make_client(old) as c:
         assert c.get("/").json()["server_version"] == "1.9.2"
+        assert c.get("/info").headers["x-version"] == "1.9.2"
         run_id, _ = start_streaming_run(c, run_body(mode="streaming"))
         old.wait_for(lambda r: r.orphaned)
-        # No /workflow/{id}/events before 1.13: the route itself is missing.
-        assert c.get(f"/workflow/{run_id}/events", params={"user": "tester"}).status_code == 404
+        # No /workflow/{id}/events before 1.14: the route itself is missing.
+        missing = c.get(f"/workflow/{run_id}/events", params={"user": "tester"})
+        assert (missing.status_code, missing.headers["content-type"]) == (404, "text/html; charset=utf-8")

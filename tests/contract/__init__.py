@@ -1,0 +1,1 @@
+"""Contract tests: the emulator against recordings of a real Dify API server."""
