@@ -180,7 +180,8 @@ def run_streams(spec: dict[str, Any], proto: IO[str]) -> None:
             mine = started[index]
             run_id, began_following = mine if mine else ("?", None)
             try:
-                snapshot = operator._follow_stream(stream, run_id, began)
+                with stream.hang_up_at(began + operator.timeout) as deadline:
+                    snapshot = operator._follow_stream(stream, run_id, began, deadline)
                 results[index] = {"run_id": run_id, "poller": "stream", "polls": 0, "errors": 0,
                                   "started": began_following, "detected": time.monotonic(),
                                   "status": snapshot.status if snapshot else None}
@@ -227,7 +228,7 @@ def run_spec(spec_path: str) -> None:
         sys.stderr.flush()
         os._exit(1)
     proto.flush()
-    os._exit(0)  # do not wait on leftover threads (stream watchdogs) or atexit hooks
+    os._exit(0)  # do not wait on leftover threads (stream deadlines) or atexit hooks
 
 
 def zygote() -> None:

@@ -116,7 +116,8 @@ def earlier_run(client: DifyClient, memory: RunMemory, policy: WaitPolicy, log: 
     look the run up in Dify's logs by this task instance's own end-user id. A run still going is
     re-attached; a finished one is taken only when an earlier try recorded that it was starting
     one at that time (otherwise it cannot be told apart from a cleared task's earlier run).
-    Dify 1.13.2 lists a run only once it has finished, so there a run still going stays unseen.
+    Dify 1.13.2 writes a run's log row when it starts, and keeps a stopped run's row ``running``:
+    without a record of the stop, such a run would be re-attached (the state store keeps that).
     """
     if try_number <= 1:
         return None
@@ -183,6 +184,6 @@ def _from_logs(client: DifyClient, policy: WaitPolicy, log: Any, try_number: int
             return EarlierRun(run.id, None, done=snapshot)
         return None
     if since is not None:
-        log.warning("An earlier try's start request lost its answer and Dify's logs show no run of it yet (Dify "
-                    "1.13 lists a run only once it has finished): starting a new run")
+        log.warning("An earlier try's start request lost its answer and Dify's logs show no run of it: starting "
+                    "a new run")
     return None

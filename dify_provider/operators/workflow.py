@@ -144,7 +144,7 @@ class DifyRunWorkflowOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         inputs, files, workflow_id = self._checked_arguments()
         user = self.user or default_user(context)
-        with self.hook.get_client() as client:
+        with self._client() as client:
             t = self._try = _Try(client, context, RunMemory(context), user, time.time())
             earlier = earlier_run(client, t.memory, self.policy, self.log, try_number=try_number(context),
                                   user=user, find_by_user=self.user is None)
@@ -159,6 +159,12 @@ class DifyRunWorkflowOperator(BaseOperator):
             with stream.hang_up_at(t.started + self.timeout) as deadline:
                 run_id = self._read_until_started(t, stream, deadline, inputs)
                 return self._wait(t, run_id, stream, deadline)
+
+    def _client(self) -> DifyClient:
+        try:
+            return self.hook.get_client()
+        except e.DifyConfigError as exc:  # the connection is wrong: a retry would read it again
+            raise AirflowFailException(str(exc)) from exc
 
     def _checked_arguments(self) -> tuple[dict[str, Any], list[dict[str, Any]] | None, str | None]:
         try:
@@ -353,7 +359,7 @@ class DifyRunWorkflowOperator(BaseOperator):
         self._dify_run_id, self._dify_task_id = snapshot.run_id, dify_task_id
         memory = RunMemory(context)
         if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
-            with self.hook.get_client() as client:
+            with self._client() as client:
                 self._stop_run(client, user, memory, why=snapshot.message)
         return self._finish(context, memory, snapshot)
 

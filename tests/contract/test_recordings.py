@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 import yaml
 
@@ -51,6 +52,12 @@ class Difference:
     lines: str
     what: str
     why: str
+    #: False where this machine cannot show the difference (it depends on an installed version).
+    expected: bool = True
+
+
+#: The recordings' pydantic wrote its minor version into validation messages.
+_PYDANTIC = ".".join(pydantic.VERSION.split(".")[:2])
 
 
 DIFFERENCES: tuple[Difference, ...] = (
@@ -72,7 +79,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         r"^body\.message: same text but the pydantic version in its URL: 2\.12 != \d+\.\d+$",
         "pydantic's 'For further information visit https://errors.pydantic.dev/<version>/...' tail",
         "the emulator validates with the installed pydantic, whose version the URL names (recorded: 2.12); "
-        "the rest of the message is the same. With pydantic 2.12 installed this row fails: delete it then.",
+        "the rest of the message is the same. Not expected where pydantic 2.12 is installed.",
+        expected=_PYDANTIC != "2.12",
     ),
 )
 
@@ -341,6 +349,8 @@ def test_replay_matches_recording(replay: Replay, name: str) -> None:
 
 @pytest.mark.parametrize("row", DIFFERENCES, ids=lambda row: "+".join(row.recordings))
 def test_listed_difference_still_exists(replay: Replay, row: Difference) -> None:
+    if not row.expected:
+        pytest.skip(f"not expected with the versions installed here: {row.what}")
     for short in row.recordings:
         lines = replay.mismatches[_full(short)]
         assert any(re.search(row.lines, line) for line in lines), (

@@ -27,11 +27,10 @@ def test_a_deadline_wakes_a_blocked_read_at_once(dify_emulator: DifyEmulator, st
         dify_emulator.configure(ping_interval=8.0)
     with client_for(dify_emulator) as client:
         stream = client.run_workflow({"text": "x"}, response_mode="streaming")
-        events = []
+        events: list[str] = []
         began = time.monotonic()
         with stream.hang_up_at(time.time() + 0.5) as deadline, pytest.raises(DifyStreamError):
-            for event in stream:
-                events.append(event.event)
+            events.extend(event.event for event in stream)
         took = time.monotonic() - began
     assert deadline.fired
     assert stream.aborted
