@@ -1,0 +1,65 @@
+"""The events stream of a run: ``GET /workflow/{workflow_run_id}/events`` (singular
+``workflow``, as in Dify), a Dify 1.14 API (Flask's HTML 404 page before, see
+:func:`~dify_provider.testing.routes._core.require_events_api`).
+
+It replays a run's events to a reader who was not there when they happened: from the current
+segment (the last start or resumption), or from the beginning with ``include_state_snapshot``;
+it closes on ``workflow_paused`` unless ``continue_on_pause``. A finished run yields only its
+``workflow_finished``. Unlike a run's own stream it pings after every ``ping_interval`` of silence
+and only events count towards its idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from dify_provider.testing import payloads
+from dify_provider.testing.errors import not_found
+from dify_provider.testing.routes._core import Ctx, own_run, require_events_api, require_mode, route, stream_timing
+from dify_provider.testing.sse import EventStream, encode_stored
+from dify_provider.testing.state import EmulatorState
+from dify_provider.testing.validation import required_user
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "false").lower() == "true"
+
+
+async def workflow_events(ctx: Ctx) -> Response:
+    require_events_api(ctx)
+    state, request = ctx.state, ctx.request
+    user = required_user(request.query_params.get("user"))
+    require_mode(ctx.app, "workflow", "advanced-chat")
+    run = own_run(ctx, request.path_params["workflow_run_id"])
+    if run is None or run.user != user:
+        raise not_found("Workflow run not found")
+    headers = {"Cache-Control": "no-cache", "Connection": "keep-alive"}
+    fault = state.faults.take(ctx.endpoint, ctx.app.name, "stream")
+    if fault is not None:
+        ctx.fired(fault)
+    # Dify's events stream pings after every ping_interval of silence and counts only events
+    # towards its idle timeout (workflow_event_snapshot_service.build_workflow_event_stream).
+    timing = {**stream_timing(state, None), "pings_keep_alive": False}
+    if run.terminal:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        queue.put_nowait(payloads.workflow_finished(run, task_id=run.id))
+        return EventStream(queue, **timing, fault=fault, encoder=encode_stored, headers=headers)
+    replay_from = 0 if _flag(request, "include_state_snapshot") else run.segment_start
+    live = state.subscribe(run, replay_from=replay_from)
+    return EventStream(
+        live,
+        **timing,
+        close_on_pause=not _flag(request, "continue_on_pause"),
+        fault=fault,
+        headers=headers,
+        on_close=lambda outcome: state.unsubscribe(run, live),
+    )
+
+
+def routes(state: EmulatorState) -> list[BaseRoute]:
+    return [route(state, "GET", "/workflow/{workflow_run_id}/events", workflow_events)]
