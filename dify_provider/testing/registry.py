@@ -97,12 +97,7 @@ class Registry:
         if interrupt is None:
             await asyncio.sleep(seconds)
             return True
-        try:
-            async with asyncio.timeout(seconds):
-                await interrupt.wait()
-        except TimeoutError:
-            return True
-        return False
+        return not await _set_within(interrupt, seconds)
 
     # -- lookups (any thread) ------------------------------------------------------------------
 
@@ -169,10 +164,7 @@ class Registry:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            try:
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
-            except TimeoutError:
+            if not await _set_within(changed, remaining):
                 return None
 
     def _notify(self) -> None:
@@ -211,3 +203,13 @@ class Registry:
 
     def shutdown(self) -> None:
         self._close_all()
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -66,26 +66,21 @@ def test_unknown_version_says_what_it_assumes(dify_emulator: DifyEmulator, dag_i
     assert len(dify_emulator.requests_to("GET", "/v1/")) == 1  # one probe, answered 404
 
 
-def test_stated_version_is_used_when_the_server_cannot_tell(dify_emulator: DifyEmulator, dag_id: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    dify_emulator.configure(version_header=False)
-    stated_version(dify_emulator, monkeypatch, "1.13.2")
+@pytest.mark.parametrize(("header", "stated", "line"), [
+    (False, "1.13.2", "Dify 1.13.2 (the connection's server_version extra) keeps a run going"),
+    (True, "1.12.0", "states server_version 1.12.0, but the server says Dify 1.13.2 (X-Version header)"),
+], ids=["server-cannot-tell", "stale-extra"])
+def test_the_stated_version_serves_only_where_the_server_cannot_tell(
+        dify_emulator: DifyEmulator, dag_id: str, monkeypatch: pytest.MonkeyPatch, header: bool, stated: str,
+        line: str) -> None:
+    dify_emulator.configure(version_header=header)
+    stated_version(dify_emulator, monkeypatch, stated)
     result = run_dag(op_dag(dag_id, deferrable=True))
     assert result.state == "success"
     log = result.log("run")
-    assert "Dify 1.13.2 (the connection's server_version extra) keeps a run going" in log
+    assert line in log
     assert "DEFERRED" in log
-    assert not dify_emulator.requests_to("GET", "/v1/")
-
-
-def test_the_servers_word_wins_over_a_stale_extra(dify_emulator: DifyEmulator, dag_id: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    stated_version(dify_emulator, monkeypatch, "1.12.0")
-    result = run_dag(op_dag(dag_id, deferrable=True))
-    assert result.state == "success"
-    log = result.log("run")
-    assert "states server_version 1.12.0, but the server says Dify 1.13.2 (X-Version header)" in log
-    assert "DEFERRED" in log
+    assert not dify_emulator.requests_to("GET", "/v1/")  # no probe either way
 
 
 def test_version_from_an_index_that_answers(dify_emulator: DifyEmulator, dag_id: str) -> None:
