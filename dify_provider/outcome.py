@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from dify_provider.client import errors as e
 from dify_provider.client.status import Reason, Verdict

@@ -1,8 +1,10 @@
 """What Airflow learns about this provider (entry point ``apache_airflow_provider``).
 
-Airflow 3.2+ builds the connection form only from ``conn-fields`` and ``ui-field-behaviour``
-here; the hook methods older providers used are ignored. Every extra field has a default,
-because the UI's edit mode does not render a field whose key is missing from the stored extra.
+Airflow 3.2+ builds the connection form from ``conn-fields`` and ``ui-field-behaviour`` here;
+older Airflows ask the hook (``get_connection_form_widgets``, ``get_ui_field_behaviour``), which
+builds its answer from the same declarations (``hooks/base.py``), so there is one of each. Every
+extra field has a default, because the UI's edit mode does not render a field whose key is
+missing from the stored extra.
 """
 
 from __future__ import annotations
@@ -72,6 +74,21 @@ CHENYU_CONNECTION_EXTRAS: dict[str, dict[str, Any]] = {
 }
 
 
+#: How the standard fields look in each connection type's form.
+FIELD_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "dify": {
+        "hidden-fields": ["schema", "port", "login"],
+        "relabeling": {"host": "API base URL", "password": "App API key"},
+        "placeholders": {"host": "https://api.dify.ai/v1", "password": "app-..."},
+    },
+    "chenyu": {
+        "hidden-fields": ["schema", "port", "login"],
+        "relabeling": {"host": "API base URL", "password": "API key"},
+        "placeholders": {"host": "https://www.chenyu.cn", "password": "Chenyu open-API key"},
+    },
+}
+
+
 def provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-dify",
@@ -96,22 +113,14 @@ def provider_info() -> dict[str, Any]:
                 "hook-class-name": "dify_provider.hooks.dify.DifyHook",
                 "hook-name": "Dify",
                 "connection-type": "dify",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "API base URL", "password": "App API key"},
-                    "placeholders": {"host": "https://api.dify.ai/v1", "password": "app-..."},
-                },
+                "ui-field-behaviour": FIELD_BEHAVIOUR["dify"],
                 "conn-fields": CONNECTION_EXTRAS,
             },
             {
                 "hook-class-name": "dify_provider.hooks.chenyu.ChenyuHook",
                 "hook-name": "Chenyu",
                 "connection-type": "chenyu",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "API base URL", "password": "API key"},
-                    "placeholders": {"host": "https://www.chenyu.cn", "password": "Chenyu open-API key"},
-                },
+                "ui-field-behaviour": FIELD_BEHAVIOUR["chenyu"],
                 "conn-fields": CHENYU_CONNECTION_EXTRAS,
             },
         ],

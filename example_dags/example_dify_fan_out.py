@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pendulum
-from airflow.sdk import XComArg, dag, task
+from airflow.providers.common.compat.sdk import XComArg, dag, task
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 

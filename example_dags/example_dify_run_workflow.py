@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import XComArg, dag, task
+from airflow.providers.common.compat.sdk import XComArg, dag, task
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.common.compat.sdk import dag, task
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor

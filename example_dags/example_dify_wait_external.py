@@ -9,7 +9,7 @@ at once. ``mode="reschedule"`` frees the worker slot between checks.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag
+from airflow.providers.common.compat.sdk import Param, dag
 
 from dify_provider.sensors.workflow_run import WorkflowRunSensor
 

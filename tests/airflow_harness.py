@@ -52,13 +52,22 @@ import signal
 import threading
 import time
 import traceback
+import types
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+
+# How dag.test() runs a task and its trigger differs by Airflow generation; the rest does not.
+if AIRFLOW_V_3_0_PLUS:
+    import harness_af3 as _DRIVER
+else:
+    import harness_af2 as _DRIVER  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
 __all__ = [
     "HOME_MARKER",
@@ -116,7 +125,6 @@ def prepare_airflow() -> PrepareTimings:
     home = _check_throwaway_home()
     started = time.perf_counter()
     from airflow import settings
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.utils import db
 
     imported = time.perf_counter()
@@ -125,24 +133,15 @@ def prepare_airflow() -> PrepareTimings:
         raise RuntimeError(f"metadata DB {url!r} is not inside the throwaway AIRFLOW_HOME {home}")
     # A fresh SQLite file: initdb() creates the schema from the ORM models (no migrations).
     db.initdb()
-    DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]
+    _DRIVER.after_initdb()
     initialised = time.perf_counter()
-    _warm_execution_api()
+    _DRIVER.warm()
     warmed = time.perf_counter()
     return PrepareTimings(
         import_airflow=imported - started,
         init_db=initialised - imported,
         warm_execution_api=warmed - initialised,
     )
-
-
-def _warm_execution_api() -> None:
-    """Make the in-process Execution API build its routes now (5+ s, once per process)."""
-    import httpx
-    from airflow.sdk.execution_time.supervisor import in_process_api_server
-
-    with httpx.Client(transport=in_process_api_server().transport, base_url="http://in-process.invalid./") as client:
-        client.get("health").raise_for_status()
 
 
 def sync_dag(dag: DAG) -> None:
@@ -242,67 +241,44 @@ class DagRunResult:
     def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1, default: Any = _MISSING) -> Any:
         """The XCom value ``task_id`` pushed under ``key`` (deserialized as a task would see it).
 
-        Raises ``KeyError`` when there is none and no ``default`` was given. Airflow 3 clears a task's
+        Raises ``KeyError`` when there is none and no ``default`` was given. Airflow clears a task's
         XComs at the start of each try, so this is what the last try pushed.
         """
-        from airflow.models.xcom import XComModel
-        from airflow.sdk.serde import deserialize
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
-        with create_session() as session:
-            value = session.scalar(
-                select(XComModel.value).where(
-                    XComModel.dag_id == self.dag_id,
-                    XComModel.run_id == self.run_id,
-                    XComModel.task_id == task_id,
-                    XComModel.map_index == map_index,
-                    XComModel.key == key,
-                )
-            )
-            found = value is not None or session.scalar(
-                select(XComModel.key).where(
-                    XComModel.dag_id == self.dag_id,
-                    XComModel.run_id == self.run_id,
-                    XComModel.task_id == task_id,
-                    XComModel.map_index == map_index,
-                    XComModel.key == key,
-                )
-            )
+        found, value = _DRIVER.read_xcom(self.dag_id, self.run_id, task_id, map_index, key)
         if not found:
             if default is not _MISSING:
                 return default
             raise KeyError(f"no XCom {key!r} from {task_id!r} map_index={map_index} in run {self.run_id}")
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        return deserialize(value)
+        return value
 
     def xcom_keys(self, task_id: str, map_index: int = -1) -> list[str]:
-        from airflow.models.xcom import XComModel
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
-        with create_session() as session:
-            return sorted(
-                session.scalars(
-                    select(XComModel.key).where(
-                        XComModel.dag_id == self.dag_id,
-                        XComModel.run_id == self.run_id,
-                        XComModel.task_id == task_id,
-                        XComModel.map_index == map_index,
-                    )
-                )
-            )
+        return _DRIVER.xcom_keys(self.dag_id, self.run_id, task_id, map_index)
 
     def state_store(self, task_id: str, key: str, map_index: int = -1, default: Any = None) -> Any:
-        """A value the task wrote with ``context["task_state_store"].set(key, value)`` (Airflow 3.3+)."""
+        """A value the task wrote with ``context["task_state_store"].set(key, value)`` (Airflow 3.3+).
+
+        Before 3.3 the provider keeps its run record in an Airflow Variable instead
+        (:class:`~dify_provider.operators.run_memory.VariableStore`): that is read for its key.
+        """
+        if not AIRFLOW_V_3_3_PLUS:
+            return self._run_record_variable(task_id, key, map_index, default)
         from airflow._shared.state import TaskScope
         from airflow.state import get_state_backend
 
         scope = TaskScope(dag_id=self.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
         stored = get_state_backend().get(scope, key)
         return default if stored is None else json.loads(stored)
+
+    def _run_record_variable(self, task_id: str, key: str, map_index: int, default: Any) -> Any:
+        from airflow.models.variable import Variable
+
+        from dify_provider.operators.run_memory import STATE_KEY, VariableStore
+
+        if key != STATE_KEY:
+            return default
+        ti = types.SimpleNamespace(dag_id=self.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
+        value = Variable.get(VariableStore(ti).name, None, True)
+        return default if value is None else value
 
     def logs(self, task_id: str | None = None, map_index: int = -1, try_number: int | None = None) -> list[LogLine]:
         """Captured log lines, optionally only those of one task instance and/or one try."""
@@ -329,6 +305,9 @@ _CURRENT_TI: contextvars.ContextVar[tuple[str, int, int] | None] = contextvars.C
 # The in-process Execution API runs on another thread but inherits the context; its lines are not
 # part of a task's log in a deployment.
 _SERVER_SIDE_LOGGERS = ("airflow.api_fastapi.",)
+# Airflow's task-to-supervisor protocol chatter (DEBUG). Airflow 3.0 writes each message's body,
+# including its own requests to mask a secret, which carry the secret by design.
+_COMMS_EVENTS = frozenset({"Sending request", "Received message from task runner"})
 _DROPPED_FIELDS = frozenset(
     {
         "event",
@@ -368,7 +347,7 @@ class _LogCapture:
 
     def _add(self, level: str, logger: str, event: str, fields: dict[str, Any]) -> None:
         current = _CURRENT_TI.get()
-        if current is None or logger.startswith(_SERVER_SIDE_LOGGERS):
+        if current is None or logger.startswith(_SERVER_SIDE_LOGGERS) or (level == "debug" and event in _COMMS_EVENTS):
             return
         task_id, map_index, try_number = current
         with self._lock:
@@ -388,8 +367,6 @@ class _LogCapture:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        import structlog
-
         capture = self
 
         class _Handler(logging.Handler):
@@ -399,8 +376,12 @@ class _LogCapture:
                     message = f"{message}\n{_format_exc_info(record.exc_info)}"
                 capture._add(record.levelname.lower(), record.name, message, {})
 
-        processors: list[Any] = structlog.get_config()["processors"]
-        processors.insert(max(len(processors) - 1, 0), self.processor)
+        processors: list[Any] = []
+        if AIRFLOW_V_3_0_PLUS:  # Airflow 3 logs through structlog; 2 through the standard library only
+            import structlog
+
+            processors = structlog.get_config()["processors"]
+            processors.insert(max(len(processors) - 1, 0), self.processor)
         handler = _Handler(level=logging.DEBUG)
         root = logging.getLogger()
         root.addHandler(handler)
@@ -462,205 +443,6 @@ def _watchdog(seconds: float | None) -> Iterator[threading.Event]:
 # --------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------
-
-
-# What the inline trigger runner hands back instead of an event.
-@dataclasses.dataclass(frozen=True)
-class _TriggerFailed:
-    error: BaseException | None  # None: run() ended without yielding an event
-
-
-class _TriggerTimedOut:
-    pass
-
-
-class _CommsWithAsend:
-    def __init__(self, comms: Any) -> None:
-        self._comms = comms
-
-    def send(self, msg: Any) -> Any:
-        return self._comms.send(msg)
-
-    async def asend(self, msg: Any) -> Any:
-        return self._comms.send(msg)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._comms, name)
-
-
-class _InlineTrigger:
-    """Drives a real trigger the way the triggerer does: first event, ``defer(timeout)``, ``cleanup()``.
-
-    ``run_trigger_in_process`` (which provides the supervisor comms that ``aget_connection`` needs)
-    only takes the first item of ``run()``; this wrapper turns a timeout or an exception into such an
-    item and always awaits ``cleanup()``, as ``TriggerRunner.run_trigger`` does.
-    """
-
-    def __init__(self, trigger: Any, timeout: float | None) -> None:
-        self.trigger = trigger
-        self.timeout = timeout
-
-    async def run(self) -> Any:
-        from airflow.sdk.execution_time import task_runner
-
-        comms = task_runner.SUPERVISOR_COMMS
-        if not hasattr(comms, "asend"):
-            # 3.3.2's InProcessSupervisorComms has no asend(), so the Execution API secrets backend
-            # fails inside an inline trigger and `await BaseHook.aget_connection()` only finds
-            # env-var connections. The real triggerer's comms have asend(); restore parity.
-            task_runner.SUPERVISOR_COMMS = _CommsWithAsend(comms)  # type: ignore[assignment]
-        events = self.trigger.run()
-        try:
-            outcome: Any = await asyncio.wait_for(anext(events), self.timeout)
-        except TimeoutError:
-            outcome = _TriggerTimedOut()
-        except StopAsyncIteration:
-            outcome = _TriggerFailed(None)
-        except Exception as exc:
-            outcome = _TriggerFailed(exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await events.aclose()
-            with contextlib.suppress(Exception):
-                await self.trigger.cleanup()
-        yield outcome
-
-
-def _fire_trigger_like_production(ti: Any, sdk_ti: Any, timeout: Any) -> None:
-    """Run the deferred task's trigger inline and record its outcome with the production code.
-
-    ``dag.test()`` in 3.3.2 rebuilds the trigger from the worker's message and, when it fires,
-    *replaces* the task's ``next_kwargs`` with ``{"event": payload}`` (dropping ``defer(kwargs=...)``),
-    resumes on ``TaskSuccessEvent``/``TaskFailedEvent`` instead of ending the task, ignores
-    ``defer(timeout=...)``, never calls ``cleanup()`` and fails the task without retries when the
-    trigger raises. Here, as in a deployment: the trigger is rebuilt from the encrypted kwargs of its
-    DB row, the event goes through ``Trigger.submit_event`` (next_kwargs merged, end events end the
-    task), an exception or a trigger that ends without an event through ``Trigger.submit_failure``,
-    and a timeout is handled as the scheduler's ``check_trigger_timeouts`` does.
-    """
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.trigger import TRIGGER_FAIL_REPR, Trigger, TriggerFailureReason
-    from airflow.sdk._shared.module_loading import import_string
-    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
-    from airflow.serialization.decoders import smart_decode_trigger_kwargs
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select, update
-
-    with create_session() as session:
-        trigger_id = session.scalar(select(TaskInstance.trigger_id).where(TaskInstance.id == ti.id))
-        row = session.get(Trigger, trigger_id) if trigger_id is not None else None
-        if row is None:
-            raise RuntimeError(f"deferred task instance {ti} has no trigger row")
-        classpath, encrypted_kwargs = row.classpath, row.encrypted_kwargs
-
-    outcome: Any
-    try:
-        stored = Trigger._decrypt_kwargs(encrypted_kwargs)
-        kwargs = {k: smart_decode_trigger_kwargs(v) for k, v in stored.items()}  # type: ignore[no-untyped-call]
-        trigger = import_string(classpath)(**kwargs)
-        trigger.task_instance = sdk_ti
-        trigger.trigger_id = trigger_id
-    except Exception as exc:  # the triggerer: "Trigger failed to load code" / "failed to inflate"
-        outcome = _TriggerFailed(exc)
-    else:
-        seconds = None if timeout is None else max(timeout.total_seconds(), 0.0)
-        outcome = InProcessTestSupervisor.run_trigger_in_process(  # type: ignore[no-untyped-call]
-            trigger=_InlineTrigger(trigger, seconds), ti=sdk_ti
-        )
-
-    if isinstance(outcome, _TriggerTimedOut):
-        with create_session() as session:
-            session.execute(
-                update(TaskInstance)
-                .where(TaskInstance.id == ti.id)
-                .values(
-                    state=TaskInstanceState.SCHEDULED,
-                    next_method=TRIGGER_FAIL_REPR,
-                    next_kwargs={"error": TriggerFailureReason.TRIGGER_TIMEOUT},
-                    trigger_id=None,
-                )
-            )
-    elif isinstance(outcome, _TriggerFailed):
-        Trigger.submit_failure(trigger_id, outcome.error)
-    else:
-        Trigger.submit_event(trigger_id, outcome)
-    Trigger.clean_unused()
-
-
-def _run_task_like_production(*, ti: Any, task: Any, run_triggerer: bool = False) -> Any:
-    """Replacement for ``airflow.sdk.definitions.dag._run_task`` (3.3.2) used by ``dag.test()``.
-
-    Same task execution (``run_task_in_process``), but deferrals are resolved by
-    :func:`_fire_trigger_like_production`, and log lines are tagged with the task instance.
-    """
-    from uuid import UUID
-
-    from airflow.sdk.api.datamodels._generated import TaskInstance as TaskInstanceSDK
-    from airflow.sdk.execution_time.comms import DeferTask
-    from airflow.sdk.execution_time.supervisor import run_task_in_process
-    from airflow.serialization.serialized_objects import create_scheduler_operator
-    from airflow.utils.state import State, TaskInstanceState
-
-    result: Any = None
-    token = _CURRENT_TI.set((ti.task_id, ti.map_index, ti.try_number))
-    try:
-        while True:
-            ti.set_state(TaskInstanceState.QUEUED)
-            sdk_ti = TaskInstanceSDK(
-                id=UUID(str(ti.id)),
-                task_id=ti.task_id,
-                dag_id=ti.dag_id,
-                run_id=ti.run_id,
-                try_number=ti.try_number,
-                map_index=ti.map_index,
-                dag_version_id=UUID(str(ti.dag_version_id)),
-            )
-            result = run_task_in_process(ti=sdk_ti, task=task)
-            ti.set_state(result.ti.state)
-            ti.task = create_scheduler_operator(result.ti.task)
-            if not (ti.state == TaskInstanceState.DEFERRED and isinstance(result.msg, DeferTask)):
-                return result
-            if not run_triggerer:
-                return result
-            _fire_trigger_like_production(ti, sdk_ti, result.msg.trigger_timeout)
-            ti.refresh_from_db()
-            if ti.state != TaskInstanceState.SCHEDULED:
-                return result  # ended from the triggerer (TaskSuccessEvent & co.)
-    except Exception:
-        _harness_log.exception("task %s failed outside the task runner", ti)
-        if ti.state not in State.finished:
-            ti.set_state(TaskInstanceState.FAILED)
-        return None
-    finally:
-        _CURRENT_TI.reset(token)
-
-
-def _run_task_tagging_only(*, ti: Any, task: Any, run_triggerer: bool = False) -> Any:
-    token = _CURRENT_TI.set((ti.task_id, ti.map_index, ti.try_number))
-    try:
-        return _ORIGINAL_RUN_TASK[0](ti=ti, task=task, run_triggerer=run_triggerer)
-    finally:
-        _CURRENT_TI.reset(token)
-
-
-_ORIGINAL_RUN_TASK: list[Any] = []
-
-
-@contextlib.contextmanager
-def _patched_run_task(faithful_triggers: bool) -> Iterator[None]:
-    from airflow.sdk.definitions import dag as dag_module
-
-    original = dag_module._run_task
-    if not _ORIGINAL_RUN_TASK:
-        _ORIGINAL_RUN_TASK.append(original)
-    dag_module._run_task = (  # type: ignore[assignment]
-        _run_task_like_production if faithful_triggers else _run_task_tagging_only
-    )
-    try:
-        yield
-    finally:
-        dag_module._run_task = original  # type: ignore[assignment]
 
 
 def _collect(dag_id: str, run_id: str, duration: float, lines: list[LogLine]) -> DagRunResult:
@@ -761,9 +543,9 @@ def run_dag(
     started = time.perf_counter()
     test_kwargs: dict[str, Any] = {"run_conf": conf, "mark_success_pattern": mark_success_pattern}
     if logical_date is not None:
-        test_kwargs["logical_date"] = logical_date
+        test_kwargs[_DRIVER.LOGICAL_DATE] = logical_date
     expired = False
-    with _watchdog(timeout) as fired, capture.installed(), _patched_run_task(faithful_triggers):
+    with _watchdog(timeout) as fired, capture.installed(), _DRIVER.patched_run_task(faithful_triggers, _CURRENT_TI):
         try:
             dag_run = dag.test(**test_kwargs)
             run_id = dag_run.run_id

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from airflow.sdk import Connection
+from airflow.providers.common.compat.sdk import Connection
 from pydantic import SecretStr
 
 from dify_provider.client.errors import DifyConfigError
@@ -62,6 +62,28 @@ def transport_kwargs(conn: Connection, fields: Mapping[str, Mapping[str, Any]], 
         "verify": verify,
         "proxy": str(extra_value(extras, "proxy", fields) or "") or None,
     }
+
+
+def form_widgets(fields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The connection form's extra fields as the WTForms fields Airflow < 3.2 asks a hook for
+    (3.2+ reads ``conn-fields`` from provider info and never calls this), built from the same
+    declaration. Airflow 3.0/3.1 stand mock classes in for WTForms and Flask-AppBuilder here."""
+    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, StringField
+
+    widgets: dict[str, Any] = {}
+    for name, spec in fields.items():
+        schema = spec["schema"]
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        label, description, default = lazy_gettext(spec["label"]), spec.get("description", ""), schema.get("default")
+        if "boolean" in types:
+            widgets[name] = BooleanField(label, description=description, default=default)
+        else:
+            widget = BS3PasswordFieldWidget() if schema.get("format") == "password" else BS3TextFieldWidget()
+            widgets[name] = StringField(label, widget=widget, description=description,
+                                        default=None if default is None else str(default))
+    return widgets
 
 
 def for_connection(conn_id: str | None, exc: DifyConfigError) -> DifyConfigError:

@@ -11,14 +11,14 @@ import dataclasses
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook, Connection
+from airflow.providers.common.compat.sdk import BaseHook, Connection
 
 from dify_provider.client._core import NO_RETRY
 from dify_provider.client._transport import fast_transport
 from dify_provider.client.chenyu import AsyncChenyuClient, ChenyuClient, ChenyuConfig
 from dify_provider.client.errors import DifyConfigError, DifyError, DifyNotFoundError
-from dify_provider.hooks.base import AsyncClientPool, for_connection, transport_kwargs
-from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CHENYU_DEFAULT_CONN_ID
+from dify_provider.hooks.base import AsyncClientPool, for_connection, form_widgets, transport_kwargs
+from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CHENYU_DEFAULT_CONN_ID, FIELD_BEHAVIOUR
 
 #: A run order id that cannot exist: "Test" reads its progress to prove the key is accepted.
 PROBE_RUN_ORDER_ID = "airflow-connection-test"
@@ -46,6 +46,16 @@ class ChenyuHook(BaseHook):
     default_conn_name = CHENYU_DEFAULT_CONN_ID
     conn_type = "chenyu"
     hook_name = "Chenyu"
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields, for Airflow < 3.2 (3.2+ reads provider info instead)."""
+        return form_widgets(CHENYU_CONNECTION_EXTRAS)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The standard fields' labels and placeholders, for Airflow < 3.2."""
+        return FIELD_BEHAVIOUR["chenyu"]
 
     def __init__(self, chenyu_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook, Connection
+from airflow.providers.common.compat.sdk import BaseHook, Connection
 
 from dify_provider.client import AsyncDifyClient, ClientConfig, DifyClient, DifyConfigError, DifyError
 from dify_provider.client._core import NO_RETRY
 from dify_provider.client.async_ import fast_transport
 from dify_provider.client.version import ServerVersion, VersionSource, parse_version
-from dify_provider.hooks.base import AsyncClientPool, extra_value, for_connection, transport_kwargs
-from dify_provider.provider_info import CONNECTION_EXTRAS, DIFY_DEFAULT_CONN_ID
+from dify_provider.hooks.base import AsyncClientPool, extra_value, for_connection, form_widgets, transport_kwargs
+from dify_provider.provider_info import CONNECTION_EXTRAS, DIFY_DEFAULT_CONN_ID, FIELD_BEHAVIOUR
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ class DifyHook(BaseHook):
     default_conn_name = DIFY_DEFAULT_CONN_ID
     conn_type = "dify"
     hook_name = "Dify"
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields, for Airflow < 3.2 (3.2+ reads provider info instead)."""
+        return form_widgets(CONNECTION_EXTRAS)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The standard fields' labels and placeholders, for Airflow < 3.2."""
+        return FIELD_BEHAVIOUR["dify"]
 
     def __init__(self, dify_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -1,21 +1,13 @@
-"""What a task instance remembers of its Dify run across tries, and what a retry does with it.
+"""What a retry does with the run an earlier try of the same task instance started.
 
-Dify has no idempotency key, so the only way a retry can avoid paying for a second run is to
-know the first one. The run id goes to Airflow's task state store (3.3+; shared by every try of
-one task instance, unlike XCom) the moment it is known, and later facts are added to the same
-record: that this task stopped the run (a stopped run's record still says ``running`` on a real
-Dify 1.13.2, so without this a retry would wait on a dead run), and that the run's result was
-delivered (so a task cleared after success runs again instead of returning the old answer).
-
-A retry then follows Airflow's own durable-job contract (``ResumableJobMixin``): a run still
-going is re-attached, a run that succeeded is reused (its outputs, no second paid run), a run
-that failed or was stopped is replaced by a new one.
+It follows Airflow's own durable-job contract (``ResumableJobMixin``): a run still going is
+re-attached, a run that succeeded is reused (its outputs, no second paid run), a run that failed
+or was stopped is replaced by a new one. What the earlier try left behind is read from
+:class:`~dify_provider.operators.run_memory.RunMemory`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,79 +16,8 @@ from dify_provider.client.status import Verdict, WaitPolicy
 from dify_provider.client.waiting import Snapshot, snapshot_of_run
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
-
     from dify_provider.client.sync import DifyClient
-
-#: task_state_store key; survives retries of the same task instance (Airflow 3.3+).
-STATE_KEY = "dify_workflow_run"
-
-
-class RunMemory:
-    """The task state store's record of this task instance's run (a no-op without a store)."""
-
-    def __init__(self, context: Context) -> None:
-        self._store = context.get("task_state_store")
-        self._try = try_number(context)
-
-    @property
-    def available(self) -> bool:
-        return self._store is not None
-
-    def get(self) -> dict[str, Any]:
-        if self._store is None:
-            return {}
-        value = self._store.get(STATE_KEY)
-        return value if isinstance(value, dict) else {}
-
-    def starting(self, user: str, at: float) -> None:
-        """Written before the start request: if its answer is lost, a retry knows a run may
-        exist, for whom and since when, and can look for it."""
-        self._set({"starting_at": at, "user": user, "try_number": self._try})
-
-    def started(self, run_id: str, task_id: str | None, user: str) -> None:
-        self._set({**self.get(), "workflow_run_id": run_id, "task_id": task_id, "user": user,
-                   "try_number": self._try})
-
-    def mark(self, **facts: Any) -> None:
-        """Add facts (``stopped=...``, ``delivered=True``) to the record of the current run."""
-        current = self.get()
-        if current:
-            self._set({**current, **facts})
-
-    def mark_soon(self, **facts: Any) -> None:
-        """:meth:`mark` without risking a deadlock, for ``on_kill``: it may run in a signal handler
-        that interrupted the main thread while that held its connection to Airflow's supervisor
-        (the store is reached through it). The write then waits in a thread of its own, given up
-        after two seconds."""
-        writer = threading.Thread(target=self.mark, kwargs=facts, name="dify-state-store", daemon=True)
-        writer.start()
-        writer.join(timeout=2.0)
-
-    def _set(self, value: dict[str, Any]) -> None:
-        if self._store is not None:
-            self._store.set(STATE_KEY, value)
-
-
-def try_number(context: Context) -> int:
-    return int(getattr(context.get("ti"), "try_number", 1) or 1)
-
-
-def default_user(context: Context) -> str:
-    """``airflow:<dag>:<task>:<run>[:<map index>]``, hashed when longer than Dify's 255 chars.
-
-    Stable for every try of one task instance, so Dify's logs show which task ran what, and a
-    retry with no state-store record can find its run by it.
-    """
-    ti = context["ti"]
-    parts = ["airflow", ti.dag_id, ti.task_id, ti.run_id]
-    if getattr(ti, "map_index", -1) not in (-1, None):
-        parts.append(str(ti.map_index))
-    user = ":".join(parts)
-    if len(user) > 255:
-        user = user[:200] + ":" + hashlib.sha256(user.encode()).hexdigest()[:32]
-    return user
-
+    from dify_provider.operators.run_memory import RunMemory
 
 @dataclass(frozen=True)
 class EarlierRun:

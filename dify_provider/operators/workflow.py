@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
 from dify_provider.client import errors as e
 from dify_provider.client._checks import check_files, check_inputs, check_uuid
@@ -29,7 +28,8 @@ from dify_provider.client.waiting import (
     timeout_snapshot,
 )
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
-from dify_provider.operators.resume import EarlierRun, RunMemory, default_user, earlier_run, try_number
+from dify_provider.operators.resume import EarlierRun, earlier_run
+from dify_provider.operators.run_memory import RunMemory, default_user, try_number
 from dify_provider.operators.streaming import may_hang_up, silent_start_error
 from dify_provider.outcome import WaitLogger, airflow_error, conclude
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
@@ -37,7 +37,7 @@ from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 # The hook, the HTTP client, the response models and the trigger are imported where they are
 # used: a DAG file imports this module at every parse, and needs none of them to build the task.
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from dify_provider.client.sync import DifyClient, StreamDeadline, WorkflowStream
     from dify_provider.hooks.dify import DifyHook
@@ -144,8 +144,9 @@ class DifyRunWorkflowOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         inputs, files, workflow_id = self._checked_arguments()
         user = self.user or default_user(context)
-        with self._client() as client:
-            t = self._try = _Try(client, context, RunMemory(context), user, time.time())
+        memory = RunMemory(context)
+        with memory.kept_for_retries(context), self._client() as client:
+            t = self._try = _Try(client, context, memory, user, time.time())
             earlier = earlier_run(client, t.memory, self.policy, self.log, try_number=try_number(context),
                                   user=user, find_by_user=self.user is None)
             if earlier is not None:
@@ -196,7 +197,8 @@ class DifyRunWorkflowOperator(BaseOperator):
         t.memory.started(run_id, task_id, t.user)
         ti = t.context["ti"]
         ti.xcom_push(key="workflow_run_id", value=run_id)
-        ti.xcom_push(key="task_id", value=task_id)
+        if task_id is not None:  # unknown after a lost start; Airflow 3.0 refuses a None XCom
+            ti.xcom_push(key="task_id", value=task_id)
         settings = self.hook.settings
         url = console_logs_url(settings.console_url, settings.app_id or app_id, run_id)
         if url:
@@ -358,10 +360,11 @@ class DifyRunWorkflowOperator(BaseOperator):
             raise AirflowException(str(exc)) from None
         self._dify_run_id, self._dify_task_id = snapshot.run_id, dify_task_id
         memory = RunMemory(context)
-        if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
-            with self._client() as client:
-                self._stop_run(client, user, memory, why=snapshot.message)
-        return self._finish(context, memory, snapshot)
+        with memory.kept_for_retries(context):
+            if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
+                with self._client() as client:
+                    self._stop_run(client, user, memory, why=snapshot.message)
+            return self._finish(context, memory, snapshot)
 
     # --- ending --------------------------------------------------------------------------------
 
@@ -369,11 +372,11 @@ class DifyRunWorkflowOperator(BaseOperator):
         detail = snapshot.detail
         ti = context["ti"]
         for key in XCOM_KEYS:
-            if key in detail:
+            if detail.get(key) is not None:  # Airflow 3.0 refuses a None XCom
                 ti.xcom_push(key=key, value=detail[key])
         conclude(snapshot, self.log)
         # From here a retry (or a clear) asks for a new run, not for this one's answer again.
-        memory.mark(delivered=True)
+        memory.delivered()
         return detail.get("outputs", {})
 
     def _stop_run(self, client: DifyClient, user: str | None, memory: RunMemory | None, *, why: str) -> None:

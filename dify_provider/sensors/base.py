@@ -13,8 +13,13 @@ from abc import abstractmethod
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 
 from dify_provider.client.errors import DifyConfigError
 from dify_provider.client.status import Verdict
@@ -22,7 +27,7 @@ from dify_provider.client.waiting import PollSchedule, Snapshot
 from dify_provider.outcome import WaitLogger, conclude
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from dify_provider.triggers.base import RunPollingTrigger  # imported by the subclass's build_trigger
 

@@ -2,8 +2,9 @@
 
 ``dag.test()`` in Airflow 3 refuses a DAG that is not serialized in the metadata DB ("the dag is
 not serialized"): it only knows DAGs parsed from the DAGs folder. Tests usually build DAGs in
-code, so :func:`test_dag` registers the DAG first. Airflow is imported here, not at package
-import, so the pytest plugin stays cheap for test sessions that never touch Airflow.
+code, so :func:`test_dag` registers the DAG first, the way this Airflow's DAG processor would
+(Airflow 2 runs a DAG object as it is). Airflow is imported here, not at package import, so the
+pytest plugin stays cheap for test sessions that never touch Airflow.
 """
 
 from __future__ import annotations
@@ -12,25 +13,39 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
 BUNDLE = "dags-folder"
 
 
 def register_dag(dag: DAG) -> None:
     """Write ``dag`` to the metadata DB as Airflow's DAG processor would (a new version if it
-    changed). The DB must exist (``airflow db migrate`` once for your test ``AIRFLOW_HOME``)."""
+    changed). The DB must exist (``airflow db migrate`` once for your test ``AIRFLOW_HOME``).
+    A no-op on Airflow 2, whose ``dag.test()`` runs the DAG object it is given."""
+    from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS
+
+    if not AIRFLOW_V_3_0_PLUS:
+        return
     from airflow import settings
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
-    DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]
+    DagBundlesManager().sync_bundles_to_db()
     if dag.relative_fileloc is None:
         # Parsing sets this from the bundle path; ending a task from a trigger needs it.
         dag.relative_fileloc = Path(dag.fileloc).name
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    else:
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        if AIRFLOW_V_3_1_PLUS:
+            from airflow.models.dagbag import sync_bag_to_db  # type: ignore[no-redef]
     bag = DagBag(dag_folder=settings.DAGS_FOLDER, collect_dags=False)
     bag.bag_dag(dag)
-    sync_bag_to_db(bag, BUNDLE, None)
+    if AIRFLOW_V_3_1_PLUS:
+        sync_bag_to_db(bag, BUNDLE, None)
+    else:
+        bag.sync_to_db(BUNDLE, None)
 
 
 def test_dag(dag: DAG, **test_kwargs: Any) -> Any:

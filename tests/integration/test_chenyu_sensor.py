@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 from airflow_harness import run_dag
 
 from dify_provider.client.errors import DifyConfigError

@@ -16,7 +16,7 @@ from dify_helpers import start_run
 from dify_provider.testing import DifyEmulator, Scenario
 
 if TYPE_CHECKING:
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
 pytestmark = pytest.mark.airflow
 

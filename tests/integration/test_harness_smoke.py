@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG, BaseHook, BaseOperator, BaseSensorOperator, task
+from airflow.providers.common.compat.sdk import DAG, BaseHook, BaseOperator, BaseSensorOperator, task
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from airflow_harness import DagRunTimeoutError, connection_env, run_dag
 

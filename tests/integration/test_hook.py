@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from airflow.sdk import Connection
+from airflow.providers.common.compat.sdk import Connection
 
 from dify_provider.client import DifyConfigError
 from dify_provider.hooks.dify import DifyHook, SharedAsyncClients, settings_from_connection

@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowException
+from airflow.providers.common.compat.sdk import DAG, AirflowException, task
 from airflow_harness import run_dag
 from dify_helpers import finish_first_run_after_polls
 

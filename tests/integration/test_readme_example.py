@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.testing import DifyEmulator, Fault, Scenario

@@ -20,7 +20,7 @@ HEAVY = ("httpx_sse", "httpx_aiohttp", "aiohttp", "airflow.triggers.base", "dify
 
 PROBE = """
 import json, sys
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor

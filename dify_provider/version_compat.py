@@ -1,0 +1,34 @@
+"""What the running Airflow can do, by feature, for the few places where that changes behaviour.
+
+Version numbers come from ``apache-airflow-providers-common-compat`` (as in the official
+providers); names of Airflow classes are imported through its lazy ``sdk`` module everywhere
+else. Here each flag is named after what it enables, so a reader of ``if TRIGGER_ON_KILL:``
+knows why the branch exists.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.common.compat.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_1_PLUS,
+    AIRFLOW_V_3_2_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+)
+
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "CONN_FIELDS_IN_PROVIDER_INFO",
+    "TASK_STATE_STORE",
+    "TRIGGER_ON_KILL",
+]
+
+#: The triggerer calls ``BaseTrigger.on_kill`` when a user kills a deferred task (3.3, #65590).
+TRIGGER_ON_KILL = AIRFLOW_V_3_3_PLUS
+#: ``context["task_state_store"]``: key/value state shared by every try of a task instance (3.3).
+TASK_STATE_STORE = AIRFLOW_V_3_3_PLUS
+#: The connection form is built from provider info ``conn-fields`` (3.2); before, from the
+#: hook's ``get_connection_form_widgets`` / ``get_ui_field_behaviour``.
+CONN_FIELDS_IN_PROVIDER_INFO = AIRFLOW_V_3_2_PLUS
