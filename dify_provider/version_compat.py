@@ -8,6 +8,8 @@ knows why the branch exists.
 
 from __future__ import annotations
 
+import warnings
+
 from airflow.providers.common.compat.version_compat import (
     AIRFLOW_V_3_0_PLUS,
     AIRFLOW_V_3_1_PLUS,
@@ -23,6 +25,8 @@ __all__ = [
     "CONN_FIELDS_IN_PROVIDER_INFO",
     "TASK_STATE_STORE",
     "TRIGGER_ON_KILL",
+    "DifyFeatureUnavailableWarning",
+    "warn_unavailable",
 ]
 
 #: The triggerer calls ``BaseTrigger.on_kill`` when a user kills a deferred task (3.3, #65590).
@@ -32,3 +36,13 @@ TASK_STATE_STORE = AIRFLOW_V_3_3_PLUS
 #: The connection form is built from provider info ``conn-fields`` (3.2); before, from the
 #: hook's ``get_connection_form_widgets`` / ``get_ui_field_behaviour``.
 CONN_FIELDS_IN_PROVIDER_INFO = AIRFLOW_V_3_2_PLUS
+
+
+class DifyFeatureUnavailableWarning(UserWarning):
+    """An option a task was given cannot be honoured on this Airflow; the task still runs."""
+
+
+def warn_unavailable(task_id: str, what: str, needs: str, instead: str) -> None:
+    """Say at DAG parse, once per place in the DAG file, what this Airflow cannot do."""
+    warnings.warn(DifyFeatureUnavailableWarning(f"{task_id}: {what} needs {needs}; on this Airflow {instead}"),
+                  stacklevel=4)

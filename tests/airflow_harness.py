@@ -255,30 +255,22 @@ class DagRunResult:
         return _DRIVER.xcom_keys(self.dag_id, self.run_id, task_id, map_index)
 
     def state_store(self, task_id: str, key: str, map_index: int = -1, default: Any = None) -> Any:
-        """A value the task wrote with ``context["task_state_store"].set(key, value)`` (Airflow 3.3+).
-
-        Before 3.3 the provider keeps its run record in an Airflow Variable instead
-        (:class:`~dify_provider.operators.run_memory.VariableStore`): that is read for its key.
-        """
+        """A value the task wrote to its task state (``dify_provider.task_state``): Airflow's task
+        state store on 3.3+, the provider's stand-in Variable before."""
         if not AIRFLOW_V_3_3_PLUS:
-            return self._run_record_variable(task_id, key, map_index, default)
+            from airflow.models.variable import Variable
+
+            from dify_provider.task_state import VariableTaskState
+
+            ti = types.SimpleNamespace(dag_id=self.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
+            value = Variable.get(VariableTaskState(ti).name(key), None, True)
+            return default if value is None else value
         from airflow._shared.state import TaskScope
         from airflow.state import get_state_backend
 
         scope = TaskScope(dag_id=self.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
         stored = get_state_backend().get(scope, key)
         return default if stored is None else json.loads(stored)
-
-    def _run_record_variable(self, task_id: str, key: str, map_index: int, default: Any) -> Any:
-        from airflow.models.variable import Variable
-
-        from dify_provider.operators.run_memory import STATE_KEY, VariableStore
-
-        if key != STATE_KEY:
-            return default
-        ti = types.SimpleNamespace(dag_id=self.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
-        value = Variable.get(VariableStore(ti).name, None, True)
-        return default if value is None else value
 
     def logs(self, task_id: str | None = None, map_index: int = -1, try_number: int | None = None) -> list[LogLine]:
         """Captured log lines, optionally only those of one task instance and/or one try."""

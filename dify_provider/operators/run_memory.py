@@ -1,14 +1,11 @@
 """What a task instance remembers of its Dify run across tries.
 
 Dify has no idempotency key, so the only way a retry can avoid paying for a second run is to
-know the first one. The run id is written the moment it is known, to a place every try of the
-task instance shares and XCom is not (Airflow clears a task's XComs when a new try starts):
-
-* Airflow 3.3+: the task state store (``context["task_state_store"]``), scoped to the task
-  instance and deleted with its DAG run;
-* before: one Airflow Variable per task instance (``dify_provider.run.<hash>``, described with
-  the DAG, task and run it belongs to), deleted when the task ends: on success, or when it fails
-  for the last time. A task killed with retries left keeps it for the next try.
+know the first one. The run id is written the moment it is known to the task instance's state
+(:mod:`dify_provider.task_state`: Airflow's task state store, or an Airflow Variable before 3.3;
+never XCom, which Airflow clears when a new try starts). A Variable record is deleted when the
+task ends: on success, or when it fails for the last time (unless it stopped the run, see
+below); a task killed with retries left keeps it for the next try.
 
 Later facts go into the same record: that this task stopped the run (a stopped run's record
 still says ``running`` on a real Dify 1.13.2, so without this a retry would wait on a dead run),
@@ -22,55 +19,15 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from dify_provider.task_state import task_state
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-#: task_state_store key; survives retries of the same task instance (Airflow 3.3+).
+#: task_state_store key; survives retries of the same task instance.
 STATE_KEY = "dify_workflow_run"
-#: Prefix of the Variables that stand in for the state store before Airflow 3.3.
-VARIABLE_PREFIX = "dify_provider.run."
-
-
-class _Store(Protocol):
-    def get(self, key: str) -> Any: ...
-    def set(self, key: str, value: Any) -> None: ...
-
-
-class VariableStore:
-    """The task state store's stand-in before Airflow 3.3: one Airflow Variable per task instance.
-
-    Variables are the one place every Airflow since 2.x lets a task write and a later try of it
-    read back (through the metadata DB on 2.x, the Execution API on 3.x).
-    """
-
-    #: The record is deleted, not marked, when the task ends: nothing is left behind.
-    forgets = True
-
-    def __init__(self, ti: Any) -> None:
-        scope = f"{ti.dag_id}\x00{ti.run_id}\x00{ti.task_id}\x00{getattr(ti, 'map_index', -1)}"
-        self.name = VARIABLE_PREFIX + hashlib.sha256(scope.encode()).hexdigest()[:40]
-        where = f"{ti.task_id}" + (f"[{ti.map_index}]" if getattr(ti, "map_index", -1) not in (-1, None) else "")
-        self._description = (f"airflow-provider-dify: the Dify run of {ti.dag_id}.{where} in DAG run {ti.run_id}, "
-                             "kept for its retries; deleted when the task ends")
-
-    def get(self, key: str) -> Any:
-        from airflow.providers.common.compat.sdk import Variable
-
-        # Positional: the default's keyword is default_var on Airflow 2, default on 3.
-        return Variable.get(self.name, None, True)
-
-    def set(self, key: str, value: Any) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.set(self.name, value, description=self._description, serialize_json=True)
-
-    def delete(self) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        with contextlib.suppress(Exception):  # already gone, or the store is unreachable: nothing to keep
-            Variable.delete(self.name)
 
 
 class RunMemory:
@@ -78,16 +35,12 @@ class RunMemory:
 
     def __init__(self, context: Context) -> None:
         self._try = try_number(context)
-        self._store: _Store | None = context.get("task_state_store")
-        self._variable: VariableStore | None = None
-        if self._store is None and context.get("ti") is not None:
-            self._variable = VariableStore(context["ti"])
-            self._store = self._variable
+        self._state = task_state(context)
 
     def get(self) -> dict[str, Any]:
-        if self._store is None:
+        if self._state is None:
             return {}
-        value = self._store.get(STATE_KEY)
+        value = self._state.get(STATE_KEY)
         return value if isinstance(value, dict) else {}
 
     def starting(self, user: str, at: float) -> None:
@@ -116,25 +69,28 @@ class RunMemory:
 
     def delivered(self) -> None:
         """The run's result reached the task: a later try (a clear) must start a new run."""
-        if self._variable is not None:
-            self._variable.delete()
+        if self._state is not None and self._state.forgets:
+            self._state.delete(STATE_KEY)
         else:
             self.mark(delivered=True)
 
     @contextlib.contextmanager
     def kept_for_retries(self, context: Context) -> Iterator[None]:
         """Around a try: if it fails for the last time, a Variable record is deleted (the state
-        store's rows go with the DAG run). A deferral is not an end."""
+        store's rows go with the DAG run), unless it says this task stopped its run: a cleared
+        task must not re-attach to a stopped run that Dify 1.13 still shows as running. A
+        deferral is not an end."""
         try:
             yield
         except BaseException as exc:
-            if self._variable is not None and _final(exc, context):
-                self._variable.delete()
+            if (self._state is not None and self._state.forgets and _final(exc, context)
+                    and not self.get().get("stopped")):
+                self._state.delete(STATE_KEY)
             raise
 
     def _set(self, value: dict[str, Any]) -> None:
-        if self._store is not None:
-            self._store.set(STATE_KEY, value)
+        if self._state is not None:
+            self._state.set(STATE_KEY, value)
 
 
 def _final(exc: BaseException, context: Context) -> bool:

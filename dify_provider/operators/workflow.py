@@ -33,6 +33,7 @@ from dify_provider.operators.run_memory import RunMemory, default_user, try_numb
 from dify_provider.operators.streaming import may_hang_up, silent_start_error
 from dify_provider.outcome import WaitLogger, airflow_error, conclude
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
+from dify_provider.version_compat import TRIGGER_ON_KILL, warn_unavailable
 
 # The hook, the HTTP client, the response models and the trigger are imported where they are
 # used: a DAG file imports this module at every parse, and needs none of them to build the task.
@@ -126,6 +127,10 @@ class DifyRunWorkflowOperator(BaseOperator):
         self.dify_conn_id = dify_conn_id
         # Fail at DAG parse time on a bad schedule rather than mid-run.
         PollSchedule(poll_interval, max_poll_interval)
+        if self.deferrable and not TRIGGER_ON_KILL:
+            warn_unavailable(self.task_id, "stopping the Dify run when the deferred task is killed (marked failed "
+                             "or cleared)", "Airflow 3.3+ (the triggerer calls BaseTrigger.on_kill)",
+                             "the run goes on; timeout and execution_timeout still stop it")
         self._dify_task_id: str | None = None
         self._dify_run_id: str | None = None
 

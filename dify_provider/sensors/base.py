@@ -25,6 +25,7 @@ from dify_provider.client.errors import DifyConfigError
 from dify_provider.client.status import Verdict
 from dify_provider.client.waiting import PollSchedule, Snapshot
 from dify_provider.outcome import WaitLogger, conclude
+from dify_provider.task_state import task_state
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -73,15 +74,16 @@ class RunPollingSensor(BaseSensorOperator):
 
     def _logger(self, context: Context, snapshot: Snapshot) -> WaitLogger:
         """One logger per wait. A rescheduled sensor is a new process at every poke, so the
-        memory of progress lines already shown lives in the task state store, per try (read
-        only when there are progress lines: backends without them never touch the store)."""
+        memory of progress lines already shown lives in the task's state (the task state store,
+        or a Variable before Airflow 3.3), per try (read only when there are progress lines:
+        backends without them never touch it)."""
         if not hasattr(self, "_wait_logger"):
             stored = self._stored_progress(context) if snapshot.progress else {}
             self._wait_logger = WaitLogger(self.log, stored.get("shown", ()))
         return self._wait_logger
 
     def _stored_progress(self, context: Context) -> dict[str, Any]:
-        store = context.get("task_state_store") if self.reschedule else None
+        store = task_state(context) if self.reschedule else None
         value = store.get(PROGRESS_KEY) if store is not None else None
         if isinstance(value, dict) and value.get("try") == _try_number(context):
             return value
@@ -89,10 +91,12 @@ class RunPollingSensor(BaseSensorOperator):
 
     def _say(self, context: Context, snapshot: Snapshot, *, final: bool = False) -> None:
         logger = self._logger(context, snapshot)
+        store = task_state(context) if self.reschedule else None
         if final:  # the run's last log lines; nothing to remember after that
             logger.show_progress(snapshot)
+            if store is not None and store.forgets and snapshot.progress:
+                store.delete(PROGRESS_KEY)
             return
-        store = context.get("task_state_store") if self.reschedule else None
         if logger(snapshot) and store is not None:
             shown: list[Any] = logger.shown()
             store.set(PROGRESS_KEY, {"try": _try_number(context), "shown": shown})

@@ -29,7 +29,7 @@ def register_dag(dag: DAG) -> None:
     from airflow import settings
     from airflow.dag_processing.bundles.manager import DagBundlesManager
 
-    DagBundlesManager().sync_bundles_to_db()
+    DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]
     if dag.relative_fileloc is None:
         # Parsing sets this from the bundle path; ending a task from a trigger needs it.
         dag.relative_fileloc = Path(dag.fileloc).name
@@ -45,7 +45,7 @@ def register_dag(dag: DAG) -> None:
     if AIRFLOW_V_3_1_PLUS:
         sync_bag_to_db(bag, BUNDLE, None)
     else:
-        bag.sync_to_db(BUNDLE, None)
+        bag.sync_to_db(BUNDLE, None)  # type: ignore[attr-defined]  # Airflow 3.0
 
 
 def test_dag(dag: DAG, **test_kwargs: Any) -> Any:

@@ -14,6 +14,7 @@ from airflow_harness import run_dag
 from dify_helpers import start_run
 
 from dify_provider.testing import DifyEmulator, Scenario
+from dify_provider.version_compat import AIRFLOW_V_3_2_PLUS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import DAG
@@ -31,7 +32,10 @@ EXAMPLE_IDS = {
 
 def parse(path: Path) -> dict[str, DAG]:
     """Parse a file or folder with a DagBag, the way the dag-processor loads a DAGs folder."""
-    from airflow.dag_processing.dagbag import DagBag
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.dag_processing.dagbag import DagBag
+    else:
+        from airflow.models.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(path), safe_mode=False)
     assert bag.import_errors == {}, bag.import_errors

@@ -15,9 +15,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import DAG, BaseHook, BaseOperator, BaseSensorOperator, task
+from airflow.providers.common.compat.sdk import (
+    DAG,
+    BaseHook,
+    BaseOperator,
+    BaseSensorOperator,
+    get_current_context,
+    task,
+)
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from airflow_harness import DagRunTimeoutError, connection_env, run_dag
+
+from dify_provider.task_state import task_state
 
 pytestmark = pytest.mark.airflow
 
@@ -113,7 +122,7 @@ class DeferOnceOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         self.log.info("deferring with %s", self.value)
-        context["task_state_store"].set("remote_id", "job-9")
+        task_state(context).set("remote_id", "job-9")
         self.defer(
             trigger=EchoTrigger(self.value, self.conn_id),
             method_name="execute_complete",
@@ -126,7 +135,7 @@ class DeferOnceOperator(BaseOperator):
             **event,
             "started_try": started_try,
             "resumed_try": context["ti"].try_number,
-            "stored": context["task_state_store"].get("remote_id"),
+            "stored": task_state(context).get("remote_id"),
         }
 
 
@@ -278,14 +287,17 @@ def test_retry_reruns_the_task_within_one_run(dag_id: str) -> None:
 
 
 def test_task_state_store_survives_a_retry(dag_id: str) -> None:
+    """The task state store (3.3+), or the provider's Variable stand-in before (task_state)."""
     with DAG(dag_id, schedule=None, start_date=START) as dag:
 
         @task(retries=1, retry_delay=timedelta(0))
-        def durable(ti: Any = None, task_state_store: Any = None) -> Any:
-            if ti.try_number == 1:
-                task_state_store.set("job_id", "run-123")
+        def durable() -> Any:
+            context = get_current_context()
+            state = task_state(context)
+            if context["ti"].try_number == 1:
+                state.set("job_id", "run-123")
                 raise RuntimeError("worker lost after submitting")
-            return task_state_store.get("job_id")
+            return state.get("job_id")
 
         durable()
 

@@ -21,6 +21,8 @@ HEAVY = ("httpx_sse", "httpx_aiohttp", "aiohttp", "airflow.triggers.base", "dify
 PROBE = """
 import json, sys
 from airflow.providers.common.compat.sdk import DAG
+DAG  # resolved: what any DAG file loads; some Airflow versions load airflow.triggers.base with it
+before = set(sys.modules)
 import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor
@@ -30,7 +32,7 @@ with DAG("parse_only", schedule=None):
     WorkflowRunSensor(task_id="wait", workflow_run_id="b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b")
     ChenyuRunSensor(task_id="wait_chenyu", run_order_id="wfrun_314ff7d8b7a5beff1388")
 prefixes = ("dify_provider", "httpx", "aiohttp", "airflow.triggers")
-print(json.dumps(sorted(m for m in sys.modules if m.startswith(prefixes))))
+print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith(prefixes))))
 """
 
 
