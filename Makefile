@@ -1,12 +1,16 @@
 # Every target installs what it needs: a fresh clone needs only python3 (3.11+) and make.
 PYTHON ?= python3
 VENV := .venv
-VENV_MIN := .venv-min
 # The lowest Airflow this package declares; `make test-min` proves the claim.
-AIRFLOW_MIN := 3.3.0
+AIRFLOW_MIN := 2.11.0
+# The newest patch of every other supported Airflow minor; `make test` runs the newest of all.
+AIRFLOW_COMPAT ?= 2.11.2 3.0.6 3.1.8 3.2.2
 UV := $(VENV)/bin/uv
+# Caps an Airflow minor needs at install time for tests (what its own constraint files would pin),
+# one file per minor: tests/constraints/airflow-<major.minor>.txt. Users' installs are not capped.
+CONSTRAINTS = $(wildcard tests/constraints/airflow-$(basename $(1)).txt)
 
-.PHONY: install test lint test-min demo e2e bench clean
+.PHONY: install test lint test-min test-compat demo e2e bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +26,25 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy dify_provider
 
-## make test: install, lint, type-check and run every test on the newest Airflow 3.
+## make test: install, lint, type-check and run every test on the newest Airflow.
 test: lint
 	$(VENV)/bin/pytest -q
 
-## make test-min: the same suite on the lowest Airflow version the package declares.
-$(VENV_MIN)/.installed: pyproject.toml | $(UV)
-	test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
-	$(UV) pip install --python $(VENV_MIN)/bin/python -q -e ".[test]" "apache-airflow==$(AIRFLOW_MIN)"
+# One venv per Airflow version: .venv-airflow-<version>.
+.venv-airflow-%/.installed: pyproject.toml $(wildcard tests/constraints/*.txt) | $(UV)
+	test -x .venv-airflow-$*/bin/python || $(PYTHON) -m venv .venv-airflow-$*
+	$(UV) pip install --python .venv-airflow-$*/bin/python -q -e ".[test]" "apache-airflow==$*" \
+		$(addprefix -c ,$(call CONSTRAINTS,$*))
 	touch $@
 
-test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -c "import airflow; assert airflow.__version__ == '$(AIRFLOW_MIN)', airflow.__version__; print('Airflow', airflow.__version__)"
-	$(VENV_MIN)/bin/pytest -q
+## make test-min: the same suite on the lowest Airflow version the package declares.
+test-min: .venv-airflow-$(AIRFLOW_MIN)/.installed
+	@scripts/suite-on-airflow.sh $(AIRFLOW_MIN)
+
+## make test-compat: the same suite on the newest patch of every other supported minor
+## (AIRFLOW_COMPAT="3.1.8" for one), one after the other, with each one's duration.
+test-compat: $(foreach v,$(AIRFLOW_COMPAT),.venv-airflow-$(v)/.installed)
+	@for v in $(AIRFLOW_COMPAT); do scripts/suite-on-airflow.sh $$v || exit 1; done
 
 ## make demo: start the emulator, run example DAG 1 through real Airflow, print outputs and tokens.
 demo: install
@@ -49,4 +59,4 @@ bench: install
 	$(VENV)/bin/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) dist build .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-airflow-* dist build .mypy_cache .ruff_cache
