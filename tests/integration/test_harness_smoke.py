@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import (
     DAG,
     BaseHook,
@@ -52,7 +53,7 @@ class EchoTrigger(BaseTrigger):
         self.log.info("trigger running with %s", self.value)
         payload: dict[str, Any] = {"value": self.value}
         if self.conn_id:
-            conn = await BaseHook.aget_connection(self.conn_id)
+            conn = await get_async_connection(self.conn_id)
             payload["host"] = conn.host
             payload["extra"] = conn.extra_dejson
         await asyncio.sleep(0)

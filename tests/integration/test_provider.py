@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,13 +54,26 @@ def _airflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
                           env={**os.environ, **env}, check=False)
 
 
-def test_airflow_cli_lists_the_provider_and_connection_type() -> None:
+def _json_list(stdout: str) -> list[dict[str, Any]]:
+    """The JSON list a CLI printed; Airflow 3.0's CLI prints log lines to stdout before it."""
+    decoder = json.JSONDecoder()
+    for start in [0] + [i + 1 for i, ch in enumerate(stdout) if ch == "\n"]:
+        if stdout.startswith("[", start):
+            with contextlib.suppress(ValueError):
+                value, _ = decoder.raw_decode(stdout, start)
+                if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+                    return value
+    raise AssertionError(f"no JSON list in: {stdout[:500]}")
+
+
+def test_airflow_cli_lists_the_provider_and_its_hooks() -> None:
     providers = _airflow("providers", "list", "-o", "json", env={})
     assert providers.returncode == 0, providers.stderr
-    assert any(p["package_name"] == "airflow-provider-dify" for p in json.loads(providers.stdout))
-    hooks = _airflow("providers", "hooks", "-o", "json", env={})
-    assert any(h.get("connection_type") == "dify" and h.get("class") == "dify_provider.hooks.dify.DifyHook"
-               for h in json.loads(hooks.stdout)), hooks.stdout[:500]
+    assert any(p["package_name"] == "airflow-provider-dify" for p in _json_list(providers.stdout))
+    hooks = _json_list(_airflow("providers", "hooks", "-o", "json", env={}).stdout)
+    for conn_type, cls in (("dify", "dify_provider.hooks.dify.DifyHook"),
+                           ("chenyu", "dify_provider.hooks.chenyu.ChenyuHook")):
+        assert any(h.get("connection_type") == conn_type and h.get("class") == cls for h in hooks), (conn_type, hooks)
 
 
 def test_airflow_connections_test_true_and_false(dify_emulator: DifyEmulator) -> None:

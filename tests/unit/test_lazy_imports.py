@@ -20,8 +20,11 @@ HEAVY = ("httpx_sse", "httpx_aiohttp", "aiohttp", "airflow.triggers.base", "dify
 
 PROBE = """
 import json, sys
-from airflow.providers.common.compat.sdk import DAG
-DAG  # resolved: what any DAG file loads; some Airflow versions load airflow.triggers.base with it
+from airflow.providers.common.compat.sdk import DAG, BaseOperator, BaseSensorOperator
+# What any DAG file with an operator loads anyway (Airflow 3.0 loads aiohttp and the trigger base
+# with its first operator, 3.1 the trigger base with airflow.sdk): not ours to count.
+with DAG("baseline", schedule=None):
+    BaseOperator(task_id="plain")
 before = set(sys.modules)
 import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
