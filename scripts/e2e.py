@@ -730,6 +730,8 @@ async def _connection_pages(page: Browser, stack: AirflowStack, emulator: Emulat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="End-to-end: a running Airflow + headless Chromium.")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary AIRFLOW_HOME")
+    parser.add_argument("--rest-only", action="store_true",
+                        help="skip the browser: the components, the runs and every REST check only")
     args = parser.parse_args(argv)
 
     stop_on_sigterm()
@@ -739,8 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     home = Path(tempfile.mkdtemp(prefix="dify-e2e-home-"))
     try:
-        with report.phase("Chromium"):
-            say(f"  {CHROMIUM}: {ensure_chromium()}")
+        if not args.rest_only:
+            with report.phase("Chromium"):
+                say(f"  {CHROMIUM}: {ensure_chromium()}")
         with contextlib.ExitStack() as exits:
             with report.phase("Start the Dify emulator"):
                 emulator = exits.enter_context(emulator_process(LOGS / "emulator.log"))
@@ -750,8 +753,9 @@ def main(argv: list[str] | None = None) -> int:
                 prepare(stack, emulator, report)
                 runs = run_examples(stack, emulator, report)
                 check_results(stack, emulator, runs, report)
-                with report.phase("Headless Chromium: the UI"):
-                    asyncio.run(check_ui(stack, emulator, runs, report))
+                if not args.rest_only:
+                    with report.phase("Headless Chromium: the UI"):
+                        asyncio.run(check_ui(stack, emulator, runs, report))
             finally:
                 with report.phase("Stop everything (by pid)"):
                     for line in stack.stop():
