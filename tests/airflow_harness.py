@@ -257,7 +257,8 @@ class DagRunResult:
     def state_store(self, task_id: str, key: str, map_index: int = -1, default: Any = None) -> Any:
         """A value the task wrote with ``context["task_state_store"].set(key, value)`` (Airflow 3.3+).
 
-        Before 3.3 the provider keeps its run record in an Airflow Variable instead
+        Before 3.3 the provider keeps its run record (and a rescheduled sensor its progress
+        memory) in an Airflow Variable instead
         (:class:`~dify_provider.operators.run_memory.VariableStore`): that is read for its key.
         """
         if not AIRFLOW_V_3_3_PLUS:
@@ -273,11 +274,16 @@ class DagRunResult:
         from airflow.models.variable import Variable
 
         from dify_provider.operators.run_memory import STATE_KEY, VariableStore
+        from dify_provider.sensors.base import PROGRESS_KEY, _progress_variable
 
-        if key != STATE_KEY:
-            return default
         ti = types.SimpleNamespace(dag_id=self.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
-        value = Variable.get(VariableStore(ti).name, None, True)
+        if key == STATE_KEY:
+            store = VariableStore(ti)
+        elif key == PROGRESS_KEY:
+            store = _progress_variable(ti)
+        else:
+            return default
+        value = Variable.get(store.name, None, True)
         return default if value is None else value
 
     def logs(self, task_id: str | None = None, map_index: int = -1, try_number: int | None = None) -> list[LogLine]:

@@ -48,12 +48,17 @@ class VariableStore:
     #: The record is deleted, not marked, when the task ends: nothing is left behind.
     forgets = True
 
-    def __init__(self, ti: Any) -> None:
+    def __init__(self, ti: Any, purpose: str | None = None, what: str = "the Dify run",
+                 kept: str = "kept for its retries") -> None:
+        """``purpose``: another record of the same task instance (a sensor's progress memory);
+        ``what`` and ``kept`` describe it in the Variable's description."""
         scope = f"{ti.dag_id}\x00{ti.run_id}\x00{ti.task_id}\x00{getattr(ti, 'map_index', -1)}"
+        if purpose:
+            scope += f"\x00{purpose}"
         self.name = VARIABLE_PREFIX + hashlib.sha256(scope.encode()).hexdigest()[:40]
         where = f"{ti.task_id}" + (f"[{ti.map_index}]" if getattr(ti, "map_index", -1) not in (-1, None) else "")
-        self._description = (f"airflow-provider-dify: the Dify run of {ti.dag_id}.{where} in DAG run {ti.run_id}, "
-                             "kept for its retries; deleted when the task ends")
+        self._description = (f"airflow-provider-dify: {what} of {ti.dag_id}.{where} in DAG run {ti.run_id}, "
+                             f"{kept}; deleted when the task ends")
 
     def get(self, key: str) -> Any:
         from airflow.providers.common.compat.sdk import Variable
@@ -120,6 +125,14 @@ class RunMemory:
             self._variable.delete()
         else:
             self.mark(delivered=True)
+
+    def killed(self, why: str, *, final: bool) -> None:
+        """``on_kill`` outside the try's own code (Airflow 2 resuming a deferral past its
+        execution_timeout): the last try deletes a Variable record, others mark it stopped."""
+        if final and self._variable is not None:
+            self._variable.delete()
+        else:
+            self.mark_soon(stopped=why)
 
     @contextlib.contextmanager
     def kept_for_retries(self, context: Context) -> Iterator[None]:

@@ -80,8 +80,18 @@ class RunPollingSensor(BaseSensorOperator):
             self._wait_logger = WaitLogger(self.log, stored.get("shown", ()))
         return self._wait_logger
 
+    def _progress_store(self, context: Context) -> Any:
+        """Where a rescheduled sensor remembers the lines it showed: the task state store (3.3+);
+        before, a Variable of this task instance, deleted when the sensor ends (see ``execute``)."""
+        if not self.reschedule:
+            return None
+        store = context.get("task_state_store")
+        if store is None and context.get("ti") is not None:
+            store = _progress_variable(context["ti"])
+        return store
+
     def _stored_progress(self, context: Context) -> dict[str, Any]:
-        store = context.get("task_state_store") if self.reschedule else None
+        store = self._progress_store(context)
         value = store.get(PROGRESS_KEY) if store is not None else None
         if isinstance(value, dict) and value.get("try") == _try_number(context):
             return value
@@ -92,8 +102,7 @@ class RunPollingSensor(BaseSensorOperator):
         if final:  # the run's last log lines; nothing to remember after that
             logger.show_progress(snapshot)
             return
-        store = context.get("task_state_store") if self.reschedule else None
-        if logger(snapshot) and store is not None:
+        if logger(snapshot) and (store := self._progress_store(context)) is not None:
             shown: list[Any] = logger.shown()
             store.set(PROGRESS_KEY, {"try": _try_number(context), "shown": shown})
 
@@ -114,6 +123,8 @@ class RunPollingSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         run_id = self._checked_run_id()
         if not self.deferrable:
+            if self.reschedule and context.get("task_state_store") is None and context.get("ti") is not None:
+                return self._execute_then_forget_progress(context)
             return super().execute(context)
         snapshot = self.poll_once()  # already over? then no deferral round trip at all
         if snapshot.verdict is not Verdict.WAIT:
@@ -130,6 +141,21 @@ class RunPollingSensor(BaseSensorOperator):
         backstop = timedelta(seconds=self.timeout + 2 * (self.max_poke_interval or self.poke_interval) + 60)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=backstop)
 
+    def _execute_then_forget_progress(self, context: Context) -> Any:
+        """Rescheduled, with no task state store: keep the progress Variable while another poke
+        follows, delete it however the sensor ends (done, failed, timed out, skipped)."""
+        from airflow.exceptions import AirflowRescheduleException  # the class sensors raise, 2.x and 3.x
+
+        ended = True
+        try:
+            return super().execute(context)
+        except AirflowRescheduleException:
+            ended = False
+            raise
+        finally:
+            if ended:
+                _progress_variable(context["ti"]).delete()
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         try:
             snapshot = Snapshot.from_event(event)
@@ -145,6 +171,13 @@ class RunPollingSensor(BaseSensorOperator):
 
 #: Task state store key of a rescheduled sensor's progress-line memory.
 PROGRESS_KEY = "dify_provider.wait_progress"
+
+
+def _progress_variable(ti: Any) -> Any:
+    from dify_provider.operators.run_memory import VariableStore
+
+    return VariableStore(ti, purpose=PROGRESS_KEY, what="the progress lines the sensor showed",
+                         kept="kept across its reschedules")
 
 
 def _try_number(context: Context) -> int | None:

@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dify_provider import get_provider_info
+from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CONNECTION_EXTRAS, FIELD_BEHAVIOUR
 from dify_provider.testing import DifyEmulator
+from dify_provider.version_compat import CONN_FIELDS_IN_PROVIDER_INFO
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 AIRFLOW_VERSION = tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:3])
@@ -47,6 +50,35 @@ def test_connection_form_fields_have_defaults() -> None:
         assert "default" in field["schema"], name  # the UI's edit mode hides fields without one
 
 
+@pytest.mark.parametrize(("conn_type", "extras"), [("dify", CONNECTION_EXTRAS), ("chenyu", CHENYU_CONNECTION_EXTRAS)])
+def test_providers_manager_builds_each_connection_form(conn_type: str, extras: dict[str, Any]) -> None:
+    """What the UI's connection form is made of, on every version: the hook's WTForms widgets and
+    ``get_ui_field_behaviour`` before 3.2, provider info's ``conn-fields`` and
+    ``ui-field-behaviour`` from 3.2 (both land in the same two ProvidersManager tables)."""
+    from airflow.providers_manager import ProvidersManager
+
+    from dify_provider.hooks.base import field_behaviour
+
+    manager = ProvidersManager()
+    widgets = manager.connection_form_widgets
+    hook_class = {"dify": "dify_provider.hooks.dify.DifyHook", "chenyu": "dify_provider.hooks.chenyu.ChenyuHook"}
+    for name, spec in extras.items():
+        widget = widgets.get(f"extra__{conn_type}__{name}")
+        assert widget is not None, f"{conn_type} form has no field {name!r}"
+        # the class path from provider info (3.2+), the class name from the hook itself (before)
+        assert widget.hook_class_name in (hook_class[conn_type], hook_class[conn_type].rpartition(".")[2])
+        assert widget.package_name == "airflow-provider-dify"
+        if CONN_FIELDS_IN_PROVIDER_INFO:  # a JSON-schema dict for the React UI
+            assert widget.field["schema"]["title"] == spec["label"]
+            assert widget.field["value"] == spec["schema"]["default"]
+        else:  # an unbound WTForms field
+            assert str(widget.field.args[0]) == spec["label"]
+    assert not {key for key in widgets if key.startswith(f"extra__{conn_type}__")} - {
+        f"extra__{conn_type}__{name}" for name in extras
+    }
+    assert manager.field_behaviours[conn_type] == field_behaviour(FIELD_BEHAVIOUR[conn_type])
+
+
 def _airflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **env}, check=False)
@@ -57,8 +89,11 @@ def test_airflow_cli_lists_the_provider_and_connection_type() -> None:
     assert providers.returncode == 0, providers.stderr
     assert any(p["package_name"] == "airflow-provider-dify" for p in json.loads(providers.stdout))
     hooks = _airflow("providers", "hooks", "-o", "json", env={})
-    assert any(h.get("connection_type") == "dify" and h.get("class") == "dify_provider.hooks.dify.DifyHook"
-               for h in json.loads(hooks.stdout)), hooks.stdout[:500]
+    listed = json.loads(hooks.stdout)
+    for conn_type, hook_class in (("dify", "dify_provider.hooks.dify.DifyHook"),
+                                  ("chenyu", "dify_provider.hooks.chenyu.ChenyuHook")):
+        assert any(h.get("connection_type") == conn_type and h.get("class") == hook_class
+                   for h in listed), hooks.stdout[:500]
 
 
 def test_airflow_connections_test_true_and_false(dify_emulator: DifyEmulator) -> None:
