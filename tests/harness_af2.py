@@ -251,6 +251,39 @@ def _run_task_tagging_only(*, ti: Any, inline_trigger: bool = False, mark_succes
 _ORIGINAL_RUN_TASK: list[Any] = []
 
 
+def _sleep_until_due(seconds: float) -> None:
+    """``dag.test()``'s wait when nothing can run yet (``time.sleep(1)``), cut short to the
+    moment a rescheduled sensor is due (``poke_interval=0.05`` would otherwise cost a whole second
+    per poke). Retry delays are still waited out in steps of ``seconds``."""
+    import time
+
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    now = timezone.utcnow()
+    with create_session() as session:
+        due = session.scalar(select(func.min(TaskReschedule.reschedule_date))
+                             .where(TaskReschedule.reschedule_date > now))
+    if due is not None:
+        seconds = min(seconds, (timezone.coerce_datetime(due) - now).total_seconds() + 0.005)
+    time.sleep(max(seconds, 0.0))
+
+
+class _DagModuleTime:
+    """Stands in for the ``time`` module inside ``airflow.models.dag`` (only ``sleep`` differs)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def sleep(self, seconds: float) -> None:
+        _sleep_until_due(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 @contextlib.contextmanager
 def patched_run_task(faithful_triggers: bool, current_ti: Any) -> Iterator[None]:
     global _CURRENT_TI
@@ -261,10 +294,13 @@ def patched_run_task(faithful_triggers: bool, current_ti: Any) -> Iterator[None]
     if not _ORIGINAL_RUN_TASK:
         _ORIGINAL_RUN_TASK.append(original)
     dag_module._run_task = _run_task_like_production if faithful_triggers else _run_task_tagging_only
+    real_time = dag_module.time
+    dag_module.time = _DagModuleTime(real_time)
     try:
         yield
     finally:
         dag_module._run_task = original
+        dag_module.time = real_time
 
 
 def _current() -> contextvars.ContextVar[tuple[str, int, int] | None]:
