@@ -152,7 +152,7 @@ def run_pollers(spec: dict[str, Any], proto: IO[str]) -> None:
 
 
 def run_streams(spec: dict[str, Any], proto: IO[str]) -> None:
-    import airflow.sdk  # noqa: F401
+    from airflow.providers.common.compat.sdk import BaseOperator  # noqa: F401  - airflow.sdk on Airflow 3
 
     from dify_provider.client import ClientConfig, DifyClient
     from dify_provider.client.models import WorkflowStartedEvent

@@ -1,5 +1,5 @@
 """Workload 4, DAG-parse overhead: what importing the provider's operator and sensor adds to a DAG
-file that already imports ``airflow.sdk``.
+file that already imports ``airflow.sdk`` (Airflow 2: ``airflow.models``).
 
 Each sample is a fresh interpreter on the poller core running ``python -X importtime``: first
 ``from airflow.sdk import DAG, BaseOperator, BaseSensorOperator`` (what any DAG with an operator
@@ -13,6 +13,7 @@ Airflow has one.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import statistics
 import subprocess
@@ -23,10 +24,17 @@ from typing import Any
 
 from bench.env import child_env, system_busy_seconds
 
+#: What a DAG file with an operator and a sensor imports anyway, on this Airflow (read from the
+#: installed distribution: importing Airflow here would load it into the parent, not the sample).
+BASELINE = ("from airflow.sdk import DAG, BaseOperator, BaseSensorOperator"
+            if int(importlib.metadata.version("apache-airflow").split(".")[0]) >= 3 else
+            "from airflow.models.dag import DAG; from airflow.models.baseoperator import BaseOperator; "
+            "from airflow.sensors.base import BaseSensorOperator")
+
 SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
-from airflow.sdk import DAG, BaseOperator, BaseSensorOperator
+""" + BASELINE + """
 t1, c1 = time.perf_counter(), time.process_time()
 import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
 t2, c2 = time.perf_counter(), time.process_time()

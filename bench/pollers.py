@@ -96,8 +96,10 @@ POLLERS_USED: set[str] = set()
 def preload(pollers: set[str]) -> None:
     """Import everything the pollers need before the idle baseline is taken."""
     POLLERS_USED.update(pollers)
-    import airflow.sdk  # noqa: F401  - every waiter lives in an Airflow process
     import httpx  # noqa: F401
+
+    # every waiter lives in an Airflow process (this loads airflow.sdk on Airflow 3)
+    from airflow.providers.common.compat.sdk import BaseOperator  # noqa: F401
 
     if "provider" in pollers:
         import httpx_aiohttp  # noqa: F401  - imported by the first shared client; not per waiter

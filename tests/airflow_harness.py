@@ -1,4 +1,7 @@
-"""Run DAGs through real Airflow 3 (``dag.test()``) from pytest, in the test's own process.
+"""Run DAGs through real Airflow (``dag.test()``, 2.11 or 3.x) from pytest, in the test's own process.
+
+What differs by Airflow generation lives in a driver module (``harness_af3``, ``harness_af2``);
+the descriptions of ``dag.test()``'s shortcomings below are 3.3.2's, ``harness_af2`` lists 2.11's.
 
 Usage (a synchronous test; ``tests/conftest.py`` has already pointed ``AIRFLOW_HOME`` at a
 throwaway directory)::

@@ -86,6 +86,13 @@ def form_widgets(fields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return widgets
 
 
+def field_behaviour(behaviour: Mapping[str, Any]) -> dict[str, Any]:
+    """Provider info's ``ui-field-behaviour`` (kebab-case keys, which 3.2+ reads) as a hook's
+    ``get_ui_field_behaviour`` must return it: Airflow < 3.2 validates snake_case keys
+    (``hidden_fields`` is required) and drops the whole behaviour otherwise."""
+    return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
+
 def for_connection(conn_id: str | None, exc: DifyConfigError) -> DifyConfigError:
     """Re-address a config error to the connection field it came from."""
     return DifyConfigError(f"connection {conn_id!r}.{exc.field}", str(exc).split(": ", 1)[-1])

@@ -17,7 +17,7 @@ from dify_provider.client._core import NO_RETRY
 from dify_provider.client._transport import fast_transport
 from dify_provider.client.chenyu import AsyncChenyuClient, ChenyuClient, ChenyuConfig
 from dify_provider.client.errors import DifyConfigError, DifyError, DifyNotFoundError
-from dify_provider.hooks.base import AsyncClientPool, for_connection, form_widgets, transport_kwargs
+from dify_provider.hooks.base import AsyncClientPool, field_behaviour, for_connection, form_widgets, transport_kwargs
 from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CHENYU_DEFAULT_CONN_ID, FIELD_BEHAVIOUR
 
 #: A run order id that cannot exist: "Test" reads its progress to prove the key is accepted.
@@ -55,7 +55,7 @@ class ChenyuHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """The standard fields' labels and placeholders, for Airflow < 3.2."""
-        return FIELD_BEHAVIOUR["chenyu"]
+        return field_behaviour(FIELD_BEHAVIOUR["chenyu"])
 
     def __init__(self, chenyu_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -17,7 +17,14 @@ from dify_provider.client import AsyncDifyClient, ClientConfig, DifyClient, Dify
 from dify_provider.client._core import NO_RETRY
 from dify_provider.client.async_ import fast_transport
 from dify_provider.client.version import ServerVersion, VersionSource, parse_version
-from dify_provider.hooks.base import AsyncClientPool, extra_value, for_connection, form_widgets, transport_kwargs
+from dify_provider.hooks.base import (
+    AsyncClientPool,
+    extra_value,
+    field_behaviour,
+    for_connection,
+    form_widgets,
+    transport_kwargs,
+)
 from dify_provider.provider_info import CONNECTION_EXTRAS, DIFY_DEFAULT_CONN_ID, FIELD_BEHAVIOUR
 
 
@@ -73,7 +80,7 @@ class DifyHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """The standard fields' labels and placeholders, for Airflow < 3.2."""
-        return FIELD_BEHAVIOUR["dify"]
+        return field_behaviour(FIELD_BEHAVIOUR["dify"])
 
     def __init__(self, dify_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

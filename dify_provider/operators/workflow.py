@@ -33,7 +33,7 @@ from dify_provider.operators.run_memory import RunMemory, default_user, try_numb
 from dify_provider.operators.streaming import may_hang_up, silent_start_error
 from dify_provider.outcome import WaitLogger, airflow_error, conclude
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
-from dify_provider.version_compat import TRIGGER_ON_KILL, warn_unavailable
+from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS, TRIGGER_ON_KILL, warn_unavailable
 
 # The hook, the HTTP client, the response models and the trigger are imported where they are
 # used: a DAG file imports this module at every parse, and needs none of them to build the task.
@@ -357,6 +357,19 @@ class DifyRunWorkflowOperator(BaseOperator):
         self.defer(trigger=trigger, method_name="execute_complete",
                    kwargs={"dify_task_id": self._dify_task_id, "user": t.user})
 
+    def pre_execute(self, context: Context) -> Any:
+        result = super().pre_execute(context)
+        ti = context["ti"]
+        if not AIRFLOW_V_3_0_PLUS and getattr(ti, "next_method", None):
+            # Airflow 2 enforces execution_timeout across a deferral: resumed past it, the task fails
+            # and on_kill() is called without execute_complete, so it must know the run beforehand.
+            memory = RunMemory(context)
+            record = memory.get()
+            self._dify_run_id = record.get("workflow_run_id")
+            self._dify_task_id = (getattr(ti, "next_kwargs", None) or {}).get("dify_task_id") or record.get("task_id")
+            self._resumed = (memory, record.get("user"))
+        return result
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
                          dify_task_id: str | None = None, user: str | None = None) -> Any:
         try:
@@ -408,7 +421,12 @@ class DifyRunWorkflowOperator(BaseOperator):
         config = dataclasses.replace(self.hook.settings.config, timeout=10.0,
                                      retry=RetryPolicy(max_attempts=2, max_elapsed=15.0))
         attempt = getattr(self, "_try", None)
+        resumed = getattr(self, "_resumed", None) if attempt is None else None  # see pre_execute
+        user = attempt.user if attempt else resumed[1] if resumed else self.user
+        why = ("the Airflow task was killed" if resumed is None
+               else "the Airflow task was killed or its execution_timeout passed while it was deferred")
         with DifyClient(config) as client:
-            self._stop_run(client, attempt.user if attempt else self.user, None, why="the Airflow task was killed")
-        if attempt is not None:
-            attempt.memory.mark_soon(stopped="the Airflow task was killed")
+            self._stop_run(client, user, None, why=why)
+        memory = attempt.memory if attempt is not None else resumed[0] if resumed is not None else None
+        if memory is not None:
+            memory.mark_soon(stopped=why)

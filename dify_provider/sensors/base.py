@@ -25,7 +25,7 @@ from dify_provider.client.errors import DifyConfigError
 from dify_provider.client.status import Verdict
 from dify_provider.client.waiting import PollSchedule, Snapshot
 from dify_provider.outcome import WaitLogger, conclude
-from dify_provider.task_state import task_state
+from dify_provider.task_state import TaskState, task_state
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -91,12 +91,10 @@ class RunPollingSensor(BaseSensorOperator):
 
     def _say(self, context: Context, snapshot: Snapshot, *, final: bool = False) -> None:
         logger = self._logger(context, snapshot)
-        store = task_state(context) if self.reschedule else None
         if final:  # the run's last log lines; nothing to remember after that
             logger.show_progress(snapshot)
-            if store is not None and store.forgets and snapshot.progress:
-                store.delete(PROGRESS_KEY)
             return
+        store = task_state(context) if self.reschedule else None
         if logger(snapshot) and store is not None:
             shown: list[Any] = logger.shown()
             store.set(PROGRESS_KEY, {"try": _try_number(context), "shown": shown})
@@ -118,6 +116,9 @@ class RunPollingSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         run_id = self._checked_run_id()
         if not self.deferrable:
+            store = task_state(context) if self.reschedule else None
+            if store is not None and store.forgets:
+                return self._execute_then_forget_progress(context, store)
             return super().execute(context)
         snapshot = self.poll_once()  # already over? then no deferral round trip at all
         if snapshot.verdict is not Verdict.WAIT:
@@ -133,6 +134,21 @@ class RunPollingSensor(BaseSensorOperator):
         # framework's deferral timeout is only a backstop should the triggerer be gone for good.
         backstop = timedelta(seconds=self.timeout + 2 * (self.max_poke_interval or self.poke_interval) + 60)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=backstop)
+
+    def _execute_then_forget_progress(self, context: Context, store: TaskState) -> Any:
+        """Rescheduled, with no task state store (Airflow < 3.3): keep the progress memory while
+        another poke follows, delete it however the sensor ends (done, failed, timed out, skipped)."""
+        from airflow.exceptions import AirflowRescheduleException  # the class sensors raise on 2.x and 3.x
+
+        ended = True
+        try:
+            return super().execute(context)
+        except AirflowRescheduleException:
+            ended = False
+            raise
+        finally:
+            if ended:
+                store.delete(PROGRESS_KEY)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         try:

@@ -15,6 +15,7 @@ from dify_helpers import finish_first_run_after_polls
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.testing import DifyEmulator, Fault, Scenario
 from dify_provider.triggers.workflow_run import WorkflowRunTrigger
+from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 pytestmark = pytest.mark.airflow
 START = datetime(2024, 1, 1)
@@ -297,3 +298,24 @@ def test_link_reads_the_key_the_operator_pushes_at_start() -> None:
     assert DifyRunLink().xcom_key == LINK_XCOM_KEY
     (link,) = DifyRunWorkflowOperator.operator_extra_links
     assert link.name == "Dify run"
+
+
+def test_the_ui_link_is_the_url_pushed_at_start(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    """What the UI's "Dify run" button opens: Airflow 3's API server reads the XCom named by
+    ``xcom_key``; Airflow 2's webserver calls ``get_link`` on the operator of the serialized DAG."""
+    from dify_provider.links import LINK_XCOM_KEY, DifyRunLink
+
+    result = run_dag(op_dag(dag_id))
+    url = result.xcom("run", key=LINK_XCOM_KEY)
+    assert url.endswith(f"?workflow_run_id={result.xcom('run', key='workflow_run_id')}")
+    if AIRFLOW_V_3_0_PLUS:
+        assert DifyRunLink().xcom_key == LINK_XCOM_KEY
+        return
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=result.run_id, task_id="run").one()
+        operator = SerializedDagModel.get_dag(dag_id, session=session).get_task("run")
+        assert operator.get_extra_links(ti, "Dify run") == url

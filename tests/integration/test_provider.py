@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -15,7 +14,9 @@ from typing import Any
 import pytest
 
 from dify_provider import get_provider_info
+from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CONNECTION_EXTRAS, FIELD_BEHAVIOUR
 from dify_provider.testing import DifyEmulator
+from dify_provider.version_compat import CONN_FIELDS_IN_PROVIDER_INFO
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 AIRFLOW_VERSION = tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:3])
@@ -49,44 +50,72 @@ def test_connection_form_fields_have_defaults() -> None:
         assert "default" in field["schema"], name  # the UI's edit mode hides fields without one
 
 
-def _airflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+@pytest.mark.parametrize(("conn_type", "extras"), [("dify", CONNECTION_EXTRAS), ("chenyu", CHENYU_CONNECTION_EXTRAS)])
+def test_providers_manager_builds_each_connection_form(conn_type: str, extras: dict[str, Any]) -> None:
+    """What the UI's connection form is made of, on every version: the hook's WTForms widgets and
+    ``get_ui_field_behaviour`` before 3.2, provider info's ``conn-fields`` and
+    ``ui-field-behaviour`` from 3.2 (both land in the same two ProvidersManager tables)."""
+    from airflow.providers_manager import ProvidersManager
+
+    from dify_provider.hooks.base import field_behaviour
+
+    manager = ProvidersManager()
+    widgets = manager.connection_form_widgets
+    hook_class = {"dify": "dify_provider.hooks.dify.DifyHook", "chenyu": "dify_provider.hooks.chenyu.ChenyuHook"}
+    for name, spec in extras.items():
+        widget = widgets.get(f"extra__{conn_type}__{name}")
+        assert widget is not None, f"{conn_type} form has no field {name!r}"
+        # the class path from provider info (3.2+), the class name from the hook itself (before)
+        assert widget.hook_class_name in (hook_class[conn_type], hook_class[conn_type].rpartition(".")[2])
+        assert widget.package_name == "airflow-provider-dify"
+        if CONN_FIELDS_IN_PROVIDER_INFO:  # a JSON-schema dict for the React UI
+            assert widget.field["schema"]["title"] == spec["label"]
+            assert widget.field["value"] == spec["schema"]["default"]
+        else:  # an unbound WTForms field
+            assert str(widget.field.args[0]) == spec["label"]
+    assert not {key for key in widgets if key.startswith(f"extra__{conn_type}__")} - {
+        f"extra__{conn_type}__{name}" for name in extras
+    }
+    assert manager.field_behaviours[conn_type] == field_behaviour(FIELD_BEHAVIOUR[conn_type])
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """This environment, with a bytecode cache the module's ``airflow`` commands share: where
+    ``PYTHONDONTWRITEBYTECODE`` is set, each would compile Airflow anew (half of its ~6 s on 2.11)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.mktemp("pycache"))
+    return env
+
+
+def _airflow(*args: str, env: dict[str, str], base: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env}, check=False)
+                          env={**base, **env}, check=False)
 
 
-def _json_list(stdout: str) -> list[dict[str, Any]]:
-    """The JSON list a CLI printed; Airflow 3.0's CLI prints log lines to stdout before it."""
-    decoder = json.JSONDecoder()
-    for start in [0] + [i + 1 for i, ch in enumerate(stdout) if ch == "\n"]:
-        if stdout.startswith("[", start):
-            with contextlib.suppress(ValueError):
-                value, _ = decoder.raw_decode(stdout, start)
-                if isinstance(value, list) and all(isinstance(item, dict) for item in value):
-                    return value
-    raise AssertionError(f"no JSON list in: {stdout[:500]}")
-
-
-def test_airflow_cli_lists_the_provider_and_its_hooks() -> None:
-    providers = _airflow("providers", "list", "-o", "json", env={})
+def test_airflow_cli_lists_the_provider_and_connection_type(cli_env: dict[str, str]) -> None:
+    providers = _airflow("providers", "list", "-o", "json", env={}, base=cli_env)
     assert providers.returncode == 0, providers.stderr
-    assert any(p["package_name"] == "airflow-provider-dify" for p in _json_list(providers.stdout))
-    hooks = _json_list(_airflow("providers", "hooks", "-o", "json", env={}).stdout)
-    for conn_type, cls in (("dify", "dify_provider.hooks.dify.DifyHook"),
-                           ("chenyu", "dify_provider.hooks.chenyu.ChenyuHook")):
-        assert any(h.get("connection_type") == conn_type and h.get("class") == cls for h in hooks), (conn_type, hooks)
+    assert any(p["package_name"] == "airflow-provider-dify" for p in json.loads(providers.stdout))
+    hooks = _airflow("providers", "hooks", "-o", "json", env={}, base=cli_env)
+    listed = json.loads(hooks.stdout)
+    for conn_type, hook_class in (("dify", "dify_provider.hooks.dify.DifyHook"),
+                                  ("chenyu", "dify_provider.hooks.chenyu.ChenyuHook")):
+        assert any(h.get("connection_type") == conn_type and h.get("class") == hook_class
+                   for h in listed), hooks.stdout[:500]
 
 
-def test_airflow_connections_test_true_and_false(dify_emulator: DifyEmulator) -> None:
+def test_airflow_connections_test_true_and_false(dify_emulator: DifyEmulator, cli_env: dict[str, str]) -> None:
     env = {"AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
            "AIRFLOW_CONN_DIFY_DEFAULT": os.environ["AIRFLOW_CONN_DIFY_DEFAULT"]}
-    good = _airflow("connections", "test", "dify_default", env=env)
+    good = _airflow("connections", "test", "dify_default", env=env, base=cli_env)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Connection success!" in good.stdout  # the CLI shows the hook's message only on failure
 
     conn = json.loads(env["AIRFLOW_CONN_DIFY_DEFAULT"])
     conn["password"] = "app-this-is-wrong"
     bad = _airflow("connections", "test", "dify_default",
-                   env={**env, "AIRFLOW_CONN_DIFY_DEFAULT": json.dumps(conn)})
+                   env={**env, "AIRFLOW_CONN_DIFY_DEFAULT": json.dumps(conn)}, base=cli_env)
     assert "Connection failed!" in bad.stdout
     if AIRFLOW_VERSION >= (3, 3, 2):  # earlier CLIs exit 0 on a failed test
         assert bad.returncode == 1
