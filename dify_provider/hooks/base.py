@@ -67,10 +67,20 @@ def transport_kwargs(conn: Connection, fields: Mapping[str, Mapping[str, Any]], 
 def form_widgets(fields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The connection form's extra fields as the WTForms fields Airflow < 3.2 asks a hook for
     (3.2+ reads ``conn-fields`` from provider info and never calls this), built from the same
-    declaration. Airflow 3.0/3.1 stand mock classes in for WTForms and Flask-AppBuilder here."""
-    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-    from flask_babel import lazy_gettext
-    from wtforms import BooleanField, StringField
+    declaration.
+
+    Airflow 3.0/3.1's UI stands mock classes in for the WTForms fields, which it can only do where
+    WTForms is importable: hence our ``wtforms`` dependency. Flask-Babel and Flask-AppBuilder come
+    with the FAB provider (always there on 2.11, optional on 3.x); without them the labels stay plain
+    strings and the fields keep WTForms' default widget, which the 3.x UI ignores anyway."""
+    from wtforms import BooleanField, PasswordField, StringField
+
+    try:
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+    except ImportError:  # Airflow 3.0/3.1 without the FAB provider
+        BS3PasswordFieldWidget = BS3TextFieldWidget = None
+        lazy_gettext = str
 
     widgets: dict[str, Any] = {}
     for name, spec in fields.items():
@@ -79,10 +89,11 @@ def form_widgets(fields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         label, description, default = lazy_gettext(spec["label"]), spec.get("description", ""), schema.get("default")
         if "boolean" in types:
             widgets[name] = BooleanField(label, description=description, default=default)
-        else:
-            widget = BS3PasswordFieldWidget() if schema.get("format") == "password" else BS3TextFieldWidget()
-            widgets[name] = StringField(label, widget=widget, description=description,
-                                        default=None if default is None else str(default))
+            continue
+        secret = schema.get("format") == "password"
+        field, widget = (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
+        widgets[name] = field(label, widget=None if widget is None else widget(), description=description,
+                              default=None if default is None else str(default))
     return widgets
 
 

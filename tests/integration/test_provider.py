@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -16,7 +17,7 @@ import pytest
 from dify_provider import get_provider_info
 from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CONNECTION_EXTRAS, FIELD_BEHAVIOUR
 from dify_provider.testing import DifyEmulator
-from dify_provider.version_compat import CONN_FIELDS_IN_PROVIDER_INFO
+from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 AIRFLOW_VERSION = tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:3])
@@ -50,32 +51,53 @@ def test_connection_form_fields_have_defaults() -> None:
         assert "default" in field["schema"], name  # the UI's edit mode hides fields without one
 
 
+HOOK_CLASS = {"dify": "dify_provider.hooks.dify.DifyHook", "chenyu": "dify_provider.hooks.chenyu.ChenyuHook"}
+
+
 @pytest.mark.parametrize(("conn_type", "extras"), [("dify", CONNECTION_EXTRAS), ("chenyu", CHENYU_CONNECTION_EXTRAS)])
-def test_providers_manager_builds_each_connection_form(conn_type: str, extras: dict[str, Any]) -> None:
-    """What the UI's connection form is made of, on every version: the hook's WTForms widgets and
-    ``get_ui_field_behaviour`` before 3.2, provider info's ``conn-fields`` and
-    ``ui-field-behaviour`` from 3.2 (both land in the same two ProvidersManager tables)."""
+def test_the_ui_builds_each_connection_form(conn_type: str, extras: dict[str, Any]) -> None:
+    """The form as the UI gets it, on every version. Airflow 3 serves ``/ui/connections/hook_meta``
+    from ``HookMetaService`` (fields from provider info's ``conn-fields`` on 3.2+, from the hook's
+    WTForms methods under mocks on 3.0/3.1, which needs WTForms importable); Airflow 2's FAB form
+    is built from ProvidersManager's widgets, i.e. the hook's methods."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+        (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == conn_type]
+        assert meta.hook_class_name == HOOK_CLASS[conn_type]
+        assert set(meta.extra_fields or {}) == set(extras)
+        for name, spec in extras.items():
+            field = (meta.extra_fields or {})[name]
+            assert field["schema"]["title"] == spec["label"]
+            assert field["description"] == spec.get("description")
+            default = spec["schema"].get("default")
+            # 3.2+ masks the values of fields whose names look sensitive (a proxy URL may hold a password)
+            masked = ("***",) if name == "proxy" else ()
+            assert field["value"] in (default, None if default is None else str(default), *masked)
+            assert ("boolean" in field["schema"]["type"]) == ("boolean" in str(spec["schema"]["type"]))
+        assert meta.standard_fields is not None
+        behaviour = FIELD_BEHAVIOUR[conn_type]
+        assert meta.standard_fields.host is not None
+        assert meta.standard_fields.host.title == behaviour["relabeling"]["host"]
+        for hidden in behaviour["hidden-fields"]:
+            standard = getattr(meta.standard_fields, "url_schema" if hidden == "schema" else hidden)
+            assert standard is not None, hidden
+            assert standard.hidden, hidden
+        return
     from airflow.providers_manager import ProvidersManager
 
     from dify_provider.hooks.base import field_behaviour
 
     manager = ProvidersManager()
     widgets = manager.connection_form_widgets
-    hook_class = {"dify": "dify_provider.hooks.dify.DifyHook", "chenyu": "dify_provider.hooks.chenyu.ChenyuHook"}
-    for name, spec in extras.items():
-        widget = widgets.get(f"extra__{conn_type}__{name}")
-        assert widget is not None, f"{conn_type} form has no field {name!r}"
-        # the class path from provider info (3.2+), the class name from the hook itself (before)
-        assert widget.hook_class_name in (hook_class[conn_type], hook_class[conn_type].rpartition(".")[2])
-        assert widget.package_name == "airflow-provider-dify"
-        if CONN_FIELDS_IN_PROVIDER_INFO:  # a JSON-schema dict for the React UI
-            assert widget.field["schema"]["title"] == spec["label"]
-            assert widget.field["value"] == spec["schema"]["default"]
-        else:  # an unbound WTForms field
-            assert str(widget.field.args[0]) == spec["label"]
-    assert not {key for key in widgets if key.startswith(f"extra__{conn_type}__")} - {
+    assert {key for key in widgets if key.startswith(f"extra__{conn_type}__")} == {
         f"extra__{conn_type}__{name}" for name in extras
     }
+    for name, spec in extras.items():
+        widget = widgets[f"extra__{conn_type}__{name}"]
+        assert widget.hook_class_name == HOOK_CLASS[conn_type].rpartition(".")[2]
+        assert widget.package_name == "airflow-provider-dify"
+        assert str(widget.field.args[0]) == spec["label"]
     assert manager.field_behaviours[conn_type] == field_behaviour(FIELD_BEHAVIOUR[conn_type])
 
 
@@ -93,16 +115,26 @@ def _airflow(*args: str, env: dict[str, str], base: dict[str, str]) -> subproces
                           env={**base, **env}, check=False)
 
 
-def test_airflow_cli_lists_the_provider_and_connection_type(cli_env: dict[str, str]) -> None:
+def _json_list(stdout: str) -> list[dict[str, Any]]:
+    """The JSON list a CLI printed; Airflow 3.0's CLI prints log lines to stdout before it."""
+    decoder = json.JSONDecoder()
+    for start in [0] + [i + 1 for i, ch in enumerate(stdout) if ch == "\n"]:
+        if stdout.startswith("[", start):
+            with contextlib.suppress(ValueError):
+                value, _ = decoder.raw_decode(stdout, start)
+                if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+                    return value
+    raise AssertionError(f"no JSON list in: {stdout[:500]}")
+
+
+def test_airflow_cli_lists_the_provider_and_its_hooks(cli_env: dict[str, str]) -> None:
     providers = _airflow("providers", "list", "-o", "json", env={}, base=cli_env)
     assert providers.returncode == 0, providers.stderr
-    assert any(p["package_name"] == "airflow-provider-dify" for p in json.loads(providers.stdout))
-    hooks = _airflow("providers", "hooks", "-o", "json", env={}, base=cli_env)
-    listed = json.loads(hooks.stdout)
-    for conn_type, hook_class in (("dify", "dify_provider.hooks.dify.DifyHook"),
-                                  ("chenyu", "dify_provider.hooks.chenyu.ChenyuHook")):
-        assert any(h.get("connection_type") == conn_type and h.get("class") == hook_class
-                   for h in listed), hooks.stdout[:500]
+    assert any(p["package_name"] == "airflow-provider-dify" for p in _json_list(providers.stdout))
+    hooks = _json_list(_airflow("providers", "hooks", "-o", "json", env={}, base=cli_env).stdout)
+    for conn_type, hook_class in HOOK_CLASS.items():
+        assert any(h.get("connection_type") == conn_type and h.get("class") == hook_class for h in hooks), (
+            conn_type, hooks)
 
 
 def test_airflow_connections_test_true_and_false(dify_emulator: DifyEmulator, cli_env: dict[str, str]) -> None:

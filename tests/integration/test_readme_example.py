@@ -1,4 +1,5 @@
-"""The README's "Testing with the emulator" example, verbatim but for the test's DAG id."""
+"""The README's "Testing with the emulator" example, verbatim but for the test's DAG id and the
+DAG import (common-compat's, so that the same test runs on Airflow 2.11 and 3.x)."""
 
 from __future__ import annotations
 
