@@ -5,12 +5,14 @@ VENV := .venv
 AIRFLOW_MIN := 2.11.0
 # The newest patch of every other supported Airflow minor; `make test` runs the newest of all.
 AIRFLOW_COMPAT ?= 2.11.2 3.0.6 3.1.8 3.2.2
+# Where `make e2e-compat` runs the e2e's REST part (a real triggerer is where 3.0 differs most).
+AIRFLOW_E2E_COMPAT ?= 3.0.6
 UV := $(VENV)/bin/uv
 # Caps an Airflow minor needs at install time for tests (what its own constraint files would pin),
 # one file per minor: tests/constraints/airflow-<major.minor>.txt. Users' installs are not capped.
 CONSTRAINTS = $(wildcard tests/constraints/airflow-$(basename $(1)).txt)
 
-.PHONY: install test lint test-min test-compat demo e2e bench clean
+.PHONY: install test lint test-min test-compat demo e2e e2e-compat bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +55,10 @@ demo: install
 ## make e2e: a running Airflow (api-server, scheduler, dag-processor, triggerer) and headless Chromium.
 e2e: install
 	$(VENV)/bin/python scripts/e2e.py
+
+## make e2e-compat: the e2e's REST part (no browser) on an older Airflow 3.
+e2e-compat: .venv-airflow-$(AIRFLOW_E2E_COMPAT)/.installed
+	.venv-airflow-$(AIRFLOW_E2E_COMPAT)/bin/python scripts/e2e.py --rest-only
 
 ## make bench: the benchmarks in bench/ (add ARGS=--quick for the two-minute version).
 bench: install

@@ -532,6 +532,18 @@ def run_examples(stack: AirflowStack, emulator: EmulatorProcess, report: Report)
         polls = poll("the triggerer to poll the held run", trigger_polled, 120, alive=stack.alive)
         report.check(len(polls) >= 2, f"example 2: the triggerer polled GET {detail_path} while the run was held",
                      len(polls))
+        # Airflow's scheduler fails a deferred task whose trigger fires before it has drained the
+        # executor's "success" for the try that deferred (apache/airflow#66374, #67287, #72716: fixed
+        # for some states in 3.2.2, open for others). A user's run seldom ends within the scheduler's
+        # next loop; this scenario would end it at once, so it lets the scheduler catch up first.
+        defer_exit = (f"Received executor event with state success for task instance TaskInstanceKey("
+                      f"dag_id='{DAG2}', task_id='wait', run_id='{runs.run2}', try_number=1")
+        scheduler_log = stack.log("scheduler")
+        try:
+            poll("the scheduler to take in the deferral", lambda: defer_exit in scheduler_log.read_text(), 60,
+                 alive=stack.alive)
+        except StepFailedError:
+            report.warn("the scheduler log never said it took in the deferral's executor event; releasing the run")
         emulator.admin("POST", f"/runs/{held2['id']}/finish", {})
 
     with report.phase("Wait for both DAG runs to finish"):
@@ -602,7 +614,9 @@ def check_results(stack: AirflowStack, emulator: EmulatorProcess, runs: Runs, re
                      and any(e == "Trigger fired event" for e in events),
                      f"example 2: the triggerer's lines 'trigger {trigger_name} (ID n) starting' and "
                      "'Trigger fired event' are in the task log", events[-8:])
-        report.check(any(".log.trigger." in e for e in events),
+        # 3.1+ names the sources in an event line, 3.0 in the "sources" of its source-details line
+        sources = [f"{line.get('event', '')} {line.get('sources', '')}" for line in lines]
+        report.check(any(".log.trigger." in source for source in sources),
                      "example 2: one of the task log's sources is the trigger log file the triggerer wrote")
 
         # The hook's "Test" as the API server runs it (the UI's Test button is tried in the browser).

@@ -13,7 +13,7 @@ import logging
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -21,6 +21,23 @@ from airflow.providers.common.compat.sdk import Connection
 from pydantic import SecretStr
 
 from dify_provider.client.errors import DifyConfigError
+
+ParsedT = TypeVar("ParsedT")
+
+
+async def read_connection_async(conn_id: str, hook: Any, parse: Callable[[Connection], ParsedT]) -> ParsedT:
+    """A connection read and parsed without blocking the event loop, for triggers.
+
+    The parse runs in asgiref's ``sync_to_async`` thread too, not on the loop: reading
+    ``extra_dejson`` registers the extras with the secrets masker, which in Airflow 3.0's triggerer
+    talks to the supervisor through ``async_to_sync`` and raises "You cannot use AsyncToSync in the
+    same thread as an async event loop" when called on the loop (apache/airflow#63760, the same
+    failure in Databricks' trigger; 3.1 routes such calls through greenback, #55799)."""
+    from airflow.providers.common.compat.connection import get_async_connection
+    from asgiref.sync import sync_to_async
+
+    conn = await get_async_connection(conn_id, hook=hook)
+    return await sync_to_async(parse)(conn)
 
 
 def extra_value(extras: Mapping[str, Any], name: str, fields: Mapping[str, Mapping[str, Any]]) -> Any:

@@ -17,7 +17,14 @@ from dify_provider.client._core import NO_RETRY
 from dify_provider.client._transport import fast_transport
 from dify_provider.client.chenyu import AsyncChenyuClient, ChenyuClient, ChenyuConfig
 from dify_provider.client.errors import DifyConfigError, DifyError, DifyNotFoundError
-from dify_provider.hooks.base import AsyncClientPool, field_behaviour, for_connection, form_widgets, transport_kwargs
+from dify_provider.hooks.base import (
+    AsyncClientPool,
+    field_behaviour,
+    for_connection,
+    form_widgets,
+    read_connection_async,
+    transport_kwargs,
+)
 from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CHENYU_DEFAULT_CONN_ID, FIELD_BEHAVIOUR
 
 #: A run order id that cannot exist: "Test" reads its progress to prove the key is accepted.
@@ -70,9 +77,7 @@ class ChenyuHook(BaseHook):
 
     async def aconfig(self) -> ChenyuConfig:
         """Connection lookup without blocking the event loop (for triggers)."""
-        from airflow.providers.common.compat.connection import get_async_connection
-
-        return chenyu_config_from_connection(await get_async_connection(self.chenyu_conn_id, hook=self))
+        return await read_connection_async(self.chenyu_conn_id, self, chenyu_config_from_connection)
 
     def get_client(self) -> ChenyuClient:
         return ChenyuClient(self.config)

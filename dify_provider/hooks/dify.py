@@ -23,6 +23,7 @@ from dify_provider.hooks.base import (
     field_behaviour,
     for_connection,
     form_widgets,
+    read_connection_async,
     transport_kwargs,
 )
 from dify_provider.provider_info import CONNECTION_EXTRAS, DIFY_DEFAULT_CONN_ID, FIELD_BEHAVIOUR
@@ -96,9 +97,7 @@ class DifyHook(BaseHook):
 
     async def asettings(self) -> DifySettings:
         """Connection lookup without blocking the event loop (for triggers)."""
-        from airflow.providers.common.compat.connection import get_async_connection
-
-        return settings_from_connection(await get_async_connection(self.dify_conn_id, hook=self))
+        return await read_connection_async(self.dify_conn_id, self, settings_from_connection)
 
     def get_client(self) -> DifyClient:
         return DifyClient(self.settings.config)
