@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import importlib
 import logging
 from collections.abc import Iterator
 from typing import Any
+
+from harness_shared import TriggerFailed, TriggerTimedOut, keys_where
 
 #: ``dag.test()``'s keyword for the run's date (``logical_date`` in Airflow 3).
 LOGICAL_DATE = "execution_date"
@@ -73,22 +74,7 @@ def read_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str) 
 
 
 def xcom_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    model, where = _xcom_filter(dag_id, run_id, task_id, map_index)
-    with create_session() as session:
-        return sorted(session.scalars(select(model.key).where(*where)))
-
-
-# What the inline trigger runner hands back instead of an event.
-@dataclasses.dataclass(frozen=True)
-class _TriggerFailed:
-    error: BaseException | None  # None: run() ended without yielding an event
-
-
-class _TriggerTimedOut:
-    pass
+    return keys_where(*_xcom_filter(dag_id, run_id, task_id, map_index))
 
 
 async def _first_outcome(trigger: Any, timeout: float | None) -> Any:
@@ -98,13 +84,13 @@ async def _first_outcome(trigger: Any, timeout: float | None) -> Any:
     try:
         return await asyncio.wait_for(anext(events), timeout)
     except TimeoutError:
-        return _TriggerTimedOut()
+        return TriggerTimedOut()
     except StopAsyncIteration:
         _harness_log.error("Trigger %r exited without sending an event. Dependent tasks will be failed.", trigger)
-        return _TriggerFailed(None)
+        return TriggerFailed(None)
     except Exception as exc:
         trigger.log.exception("Trigger %r exited with error %s", trigger, exc)
-        return _TriggerFailed(exc)
+        return TriggerFailed(exc)
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()
@@ -141,14 +127,14 @@ def _fire_trigger_like_production(ti: Any, session: Any) -> None:
         trigger.trigger_id = trigger_id
     except Exception as exc:  # the triggerer: "Trigger failed to load code" / "failed to inflate"
         _harness_log.exception("Trigger %s failed to load", row.classpath)
-        outcome = _TriggerFailed(exc)
+        outcome = TriggerFailed(exc)
     else:
         timeout = None
         if ti.trigger_timeout is not None:
             timeout = max((timezone.coerce_datetime(ti.trigger_timeout) - timezone.utcnow()).total_seconds(), 0.0)
         outcome = asyncio.run(_first_outcome(trigger, timeout))
 
-    if isinstance(outcome, _TriggerTimedOut):
+    if isinstance(outcome, TriggerTimedOut):
         session.execute(
             update(TaskInstance)
             .where(TaskInstance.dag_id == ti.dag_id, TaskInstance.run_id == ti.run_id,
@@ -161,7 +147,7 @@ def _fire_trigger_like_production(ti: Any, session: Any) -> None:
             )
         )
         session.commit()
-    elif isinstance(outcome, _TriggerFailed):
+    elif isinstance(outcome, TriggerFailed):
         Trigger.submit_failure(trigger_id, outcome.error, session=session)
         session.commit()
     else:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import functools
 import importlib
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
+
+from harness_shared import TriggerFailed, TriggerTimedOut, keys_where
 
 from dify_provider.version_compat import AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS
 
@@ -99,22 +100,7 @@ def read_xcom(dag_id: str, run_id: str, task_id: str, map_index: int, key: str) 
 
 
 def xcom_keys(dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    model, where = _xcom_filter(dag_id, run_id, task_id, map_index)
-    with create_session() as session:
-        return sorted(session.scalars(select(model.key).where(*where)))
-
-
-# What the inline trigger runner hands back instead of an event.
-@dataclasses.dataclass(frozen=True)
-class _TriggerFailed:
-    error: BaseException | None  # None: run() ended without yielding an event
-
-
-class _TriggerTimedOut:
-    pass
+    return keys_where(*_xcom_filter(dag_id, run_id, task_id, map_index))
 
 
 class _CommsWithAsend:
@@ -156,11 +142,11 @@ class _InlineTrigger:
         try:
             outcome: Any = await asyncio.wait_for(anext(events), self.timeout)
         except TimeoutError:
-            outcome = _TriggerTimedOut()
+            outcome = TriggerTimedOut()
         except StopAsyncIteration:
-            outcome = _TriggerFailed(None)
+            outcome = TriggerFailed(None)
         except Exception as exc:
-            outcome = _TriggerFailed(exc)
+            outcome = TriggerFailed(exc)
         finally:
             with contextlib.suppress(Exception):
                 await events.aclose()
@@ -208,7 +194,7 @@ def _fire_trigger_like_production(ti: Any, sdk_ti: Any, timeout: Any) -> None:
         trigger.task_instance = sdk_ti
         trigger.trigger_id = trigger_id
     except Exception as exc:  # the triggerer: "Trigger failed to load code" / "failed to inflate"
-        outcome = _TriggerFailed(exc)
+        outcome = TriggerFailed(exc)
     else:
         seconds = None if timeout is None else max(timeout.total_seconds(), 0.0)
         inline = _InlineTrigger(trigger, seconds)
@@ -221,7 +207,7 @@ def _fire_trigger_like_production(ti: Any, sdk_ti: Any, timeout: Any) -> None:
         else:  # 3.0 has no in-process trigger supervisor: dag.test() itself uses asyncio.run
             outcome = asyncio.run(anext(inline.run()))
 
-    if isinstance(outcome, _TriggerTimedOut):
+    if isinstance(outcome, TriggerTimedOut):
         with create_session() as session:
             session.execute(
                 update(TaskInstance)
@@ -233,7 +219,7 @@ def _fire_trigger_like_production(ti: Any, sdk_ti: Any, timeout: Any) -> None:
                     trigger_id=None,
                 )
             )
-    elif isinstance(outcome, _TriggerFailed):
+    elif isinstance(outcome, TriggerFailed):
         Trigger.submit_failure(trigger_id, outcome.error)
     else:
         Trigger.submit_event(trigger_id, outcome)

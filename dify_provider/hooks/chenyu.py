@@ -54,6 +54,8 @@ class ChenyuHook(BaseHook):
     conn_type = "chenyu"
     hook_name = "Chenyu"
 
+    # Airflow < 3.2 reads these two only where the hook class itself defines them
+    # (``name in hook_class.__dict__``): they cannot come from a shared base class.
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The form's extra fields, for Airflow < 3.2 (3.2+ reads provider info instead)."""
