@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dify_provider.task_state import task_state
 
@@ -109,15 +109,17 @@ def try_number(context: Context) -> int:
     return int(getattr(context.get("ti"), "try_number", 1) or 1)
 
 
-def default_user(context: Context) -> str:
+def default_user(context: Context, *, scope: Literal["task", "dag_run"] = "task") -> str:
     """``airflow:<dag>:<task>:<run>[:<map index>]``, hashed when longer than Dify's 255 chars.
 
     Stable for every try of one task instance, so Dify's logs show which task ran what, and a
-    retry with no record can find its run by it.
+    retry with no record can find its run by it. ``scope="dag_run"`` gives
+    ``airflow:<dag>:<run>`` instead, shared by the tasks of a DAG run: Dify lets only a
+    conversation's own end user continue it, so chat tasks share one to hold a conversation.
     """
     ti = context["ti"]
-    parts = ["airflow", ti.dag_id, ti.task_id, ti.run_id]
-    if getattr(ti, "map_index", -1) not in (-1, None):
+    parts = ["airflow", ti.dag_id, ti.run_id] if scope == "dag_run" else ["airflow", ti.dag_id, ti.task_id, ti.run_id]
+    if scope == "task" and getattr(ti, "map_index", -1) not in (-1, None):
         parts.append(str(ti.map_index))
     user = ":".join(parts)
     if len(user) > 255:
