@@ -18,7 +18,14 @@ from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
 from dify_provider.client import errors as e
-from dify_provider.client._checks import check_files, check_inputs, check_log_query, check_user, check_uuid
+from dify_provider.client._checks import (
+    check_files,
+    check_inputs,
+    check_log_query,
+    check_response_mode,
+    check_user,
+    check_uuid,
+)
 from dify_provider.client._core import (
     Call,
     ClientConfig,
@@ -60,13 +67,9 @@ NOT_FOUND_HINT = "wrong id, another app's key, or older than the log retention"
 
 def run_workflow(config: ClientConfig, inputs: Any, user: str | None, response_mode: str,
                  files: Any, workflow_id: str | None) -> Call[Any]:
-    if response_mode not in ("blocking", "streaming"):
-        raise e.DifyConfigError("response_mode", "must be 'blocking' or 'streaming'")
-    body: dict[str, Any] = {
-        "inputs": check_inputs(inputs),
-        "user": check_user(user, config.user),
-        "response_mode": response_mode,
-    }
+    mode = check_response_mode(response_mode)
+    body: dict[str, Any] = {"inputs": check_inputs(inputs), "user": check_user(user, config.user),
+                            "response_mode": mode}
     checked_files = check_files(files)
     if checked_files is not None:
         body["files"] = checked_files

@@ -14,6 +14,7 @@ from dify_provider.client._core import ClientConfig, raise_for_status
 from dify_provider.client._streams import StreamDeadline as StreamDeadline  # re-exported (operators import it here)
 from dify_provider.client._streams import SyncEventStream
 from dify_provider.client._transport import SyncServiceClient
+from dify_provider.client.chat.sync import ChatMethods
 from dify_provider.client.models import (
     AppInfo,
     AppParameters,
@@ -37,7 +38,7 @@ class WorkflowStream(SyncEventStream):
     """
 
 
-class DifyClient(SyncServiceClient[ClientConfig]):
+class DifyClient(ChatMethods, SyncServiceClient[ClientConfig]):
     """Pooled, retrying client for one Dify app (one API key). Use as a context manager, or
     call :meth:`close` yourself: the pool holds sockets.
 
