@@ -24,16 +24,29 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "dify_provider.client.async_": (
         "AsyncDifyClient", "AsyncWorkflowStream",
     ),
+    "dify_provider.client.chat.events": (
+        "AgentMessageEvent", "AgentThoughtEvent", "MessageEndEvent", "MessageEvent", "MessageFileEvent",
+        "MessageReplaceEvent", "TtsMessageEndEvent", "TtsMessageEvent", "parse_chat_event",
+    ),
+    "dify_provider.client.chat.models": (
+        "AgentThought", "AppMeta", "ChatMetadata", "ChatResponse", "ChatUsage", "CompletionResponse",
+        "Conversation", "ConversationPage", "Message", "MessageFile", "MessagePage", "RetrieverResource",
+        "SiteInfo",
+    ),
+    "dify_provider.client.chat.stream": (
+        "AsyncChatStream", "ChatStream", "ChatStreamState",
+    ),
     "dify_provider.client.errors": (
-        "DifyAPIError", "DifyAuthError", "DifyConfigError", "DifyConnectionError", "DifyError",
-        "DifyInvalidInputError", "DifyNotFoundError", "DifyNotWorkflowAppError", "DifyQuotaExceededError",
-        "DifyRateLimitError", "DifyResponseError", "DifyRunError", "DifyServerError", "DifyStreamEndedError",
-        "DifyStreamError", "DifyStreamTimeoutError", "DifyTimeoutError", "DifyTransportError",
+        "DifyAPIError", "DifyAuthError", "DifyConfigError", "DifyConnectionError", "DifyConversationCompletedError",
+        "DifyError", "DifyInvalidInputError", "DifyModelProviderError", "DifyNotChatAppError", "DifyNotFoundError",
+        "DifyNotWorkflowAppError", "DifyProviderQuotaExceededError", "DifyQuotaExceededError", "DifyRateLimitError",
+        "DifyResponseError", "DifyRunError", "DifyServerError", "DifyStreamEndedError", "DifyStreamError",
+        "DifyStreamTimeoutError", "DifyTimeoutError", "DifyTransportError",
     ),
     "dify_provider.client.models": (
-        "AppInfo", "AppParameters", "BlockingRunResponse", "ServerInfo", "StreamEvent",
-        "WorkflowFinishedEvent", "WorkflowLogPage", "WorkflowPausedEvent", "WorkflowRun",
-        "WorkflowRunResult", "WorkflowStartedEvent",
+        "AppInfo", "AppParameters", "BlockingRunResponse", "ServerInfo", "StopResult", "StreamEvent",
+        "WorkflowFinishedEvent", "WorkflowLogPage", "WorkflowPausedEvent", "WorkflowRun", "WorkflowRunResult",
+        "WorkflowStartedEvent",
     ),
     "dify_provider.client.status": (
         "TERMINAL_STATUSES", "Decision", "Reason", "Verdict", "WaitPolicy", "WorkflowRunStatus", "judge",
@@ -75,6 +88,81 @@ if TYPE_CHECKING:
     from dify_provider.client.async_ import (
         AsyncWorkflowStream as AsyncWorkflowStream,
     )
+    from dify_provider.client.chat.events import (
+        AgentMessageEvent as AgentMessageEvent,
+    )
+    from dify_provider.client.chat.events import (
+        AgentThoughtEvent as AgentThoughtEvent,
+    )
+    from dify_provider.client.chat.events import (
+        MessageEndEvent as MessageEndEvent,
+    )
+    from dify_provider.client.chat.events import (
+        MessageEvent as MessageEvent,
+    )
+    from dify_provider.client.chat.events import (
+        MessageFileEvent as MessageFileEvent,
+    )
+    from dify_provider.client.chat.events import (
+        MessageReplaceEvent as MessageReplaceEvent,
+    )
+    from dify_provider.client.chat.events import (
+        TtsMessageEndEvent as TtsMessageEndEvent,
+    )
+    from dify_provider.client.chat.events import (
+        TtsMessageEvent as TtsMessageEvent,
+    )
+    from dify_provider.client.chat.events import (
+        parse_chat_event as parse_chat_event,
+    )
+    from dify_provider.client.chat.models import (
+        AgentThought as AgentThought,
+    )
+    from dify_provider.client.chat.models import (
+        AppMeta as AppMeta,
+    )
+    from dify_provider.client.chat.models import (
+        ChatMetadata as ChatMetadata,
+    )
+    from dify_provider.client.chat.models import (
+        ChatResponse as ChatResponse,
+    )
+    from dify_provider.client.chat.models import (
+        ChatUsage as ChatUsage,
+    )
+    from dify_provider.client.chat.models import (
+        CompletionResponse as CompletionResponse,
+    )
+    from dify_provider.client.chat.models import (
+        Conversation as Conversation,
+    )
+    from dify_provider.client.chat.models import (
+        ConversationPage as ConversationPage,
+    )
+    from dify_provider.client.chat.models import (
+        Message as Message,
+    )
+    from dify_provider.client.chat.models import (
+        MessageFile as MessageFile,
+    )
+    from dify_provider.client.chat.models import (
+        MessagePage as MessagePage,
+    )
+    from dify_provider.client.chat.models import (
+        RetrieverResource as RetrieverResource,
+    )
+    from dify_provider.client.chat.models import (
+        SiteInfo as SiteInfo,
+    )
+    from dify_provider.client.chat.stream import (
+        AsyncChatStream as AsyncChatStream,
+    )
+    from dify_provider.client.chat.stream import (
+        ChatStream as ChatStream,
+    )
+    from dify_provider.client.chat.stream import (
+        ChatStreamState as ChatStreamState,
+    )
     from dify_provider.client.errors import (
         DifyAPIError as DifyAPIError,
     )
@@ -88,16 +176,28 @@ if TYPE_CHECKING:
         DifyConnectionError as DifyConnectionError,
     )
     from dify_provider.client.errors import (
+        DifyConversationCompletedError as DifyConversationCompletedError,
+    )
+    from dify_provider.client.errors import (
         DifyError as DifyError,
     )
     from dify_provider.client.errors import (
         DifyInvalidInputError as DifyInvalidInputError,
     )
     from dify_provider.client.errors import (
+        DifyModelProviderError as DifyModelProviderError,
+    )
+    from dify_provider.client.errors import (
+        DifyNotChatAppError as DifyNotChatAppError,
+    )
+    from dify_provider.client.errors import (
         DifyNotFoundError as DifyNotFoundError,
     )
     from dify_provider.client.errors import (
         DifyNotWorkflowAppError as DifyNotWorkflowAppError,
+    )
+    from dify_provider.client.errors import (
+        DifyProviderQuotaExceededError as DifyProviderQuotaExceededError,
     )
     from dify_provider.client.errors import (
         DifyQuotaExceededError as DifyQuotaExceededError,
@@ -140,6 +240,9 @@ if TYPE_CHECKING:
     )
     from dify_provider.client.models import (
         ServerInfo as ServerInfo,
+    )
+    from dify_provider.client.models import (
+        StopResult as StopResult,
     )
     from dify_provider.client.models import (
         StreamEvent as StreamEvent,

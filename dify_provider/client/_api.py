@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,7 +18,14 @@ from httpx_sse import ServerSentEvent
 from pydantic import ValidationError
 
 from dify_provider.client import errors as e
-from dify_provider.client._checks import check_files, check_inputs, check_log_query, check_user, check_uuid
+from dify_provider.client._checks import (
+    check_files,
+    check_inputs,
+    check_log_query,
+    check_response_mode,
+    check_user,
+    check_uuid,
+)
 from dify_provider.client._core import (
     Call,
     ClientConfig,
@@ -59,13 +67,9 @@ NOT_FOUND_HINT = "wrong id, another app's key, or older than the log retention"
 
 def run_workflow(config: ClientConfig, inputs: Any, user: str | None, response_mode: str,
                  files: Any, workflow_id: str | None) -> Call[Any]:
-    if response_mode not in ("blocking", "streaming"):
-        raise e.DifyConfigError("response_mode", "must be 'blocking' or 'streaming'")
-    body: dict[str, Any] = {
-        "inputs": check_inputs(inputs),
-        "user": check_user(user, config.user),
-        "response_mode": response_mode,
-    }
+    mode = check_response_mode(response_mode)
+    body: dict[str, Any] = {"inputs": check_inputs(inputs), "user": check_user(user, config.user),
+                            "response_mode": mode}
     checked_files = check_files(files)
     if checked_files is not None:
         body["files"] = checked_files
@@ -150,8 +154,12 @@ def version_learned(header: str | None, root: ServerInfo | None) -> ServerVersio
 # --- streaming ----------------------------------------------------------------------------
 
 
-def decode_sse(sse: ServerSentEvent, path: str) -> StreamEvent | None:
-    """One SSE frame to a typed event; ``None`` for keep-alives. An ``error`` event raises."""
+def decode_sse(sse: ServerSentEvent, path: str,
+               parse: Callable[[dict[str, Any]], StreamEvent] = parse_event) -> StreamEvent | None:
+    """One SSE frame to a typed event; ``None`` for keep-alives. An ``error`` event raises.
+
+    ``parse`` picks the event classes: the chat endpoints pass one that knows their events too.
+    """
     if sse.event == "ping" or not sse.data.strip():
         return None
     try:
@@ -161,7 +169,7 @@ def decode_sse(sse: ServerSentEvent, path: str) -> StreamEvent | None:
     if not isinstance(payload, dict):
         raise e.DifyStreamError(f"Dify sent a non-object event on {path}: {sse.data[:120]!r}")
     try:
-        event = parse_event(payload)
+        event = parse(payload)
     except ValidationError as exc:
         raise e.DifyStreamError(f"Dify sent an unexpected {payload.get('event')!r} event on {path}: "
                                 f"{exc.errors()[0]['msg']}") from None
@@ -171,8 +179,9 @@ def decode_sse(sse: ServerSentEvent, path: str) -> StreamEvent | None:
 
 
 class StreamState:
-    """What the sync and async run streams share: the ids announced so far, whether the run
-    ended, and how a broken transport reads to the caller. Only the awaiting differs."""
+    """What every stream shares, sync or async, workflow or chat: the ids announced so far,
+    whether it ended, and how a broken transport reads to the caller. Only the awaiting differs
+    (``_streams``); what an event means is :meth:`note`'s, which a chat stream extends."""
 
     def __init__(self, call: Call[Any], idle_timeout: float) -> None:
         self._call = call
@@ -180,23 +189,38 @@ class StreamState:
         self.workflow_run_id: str | None = None
         self.task_id: str | None = None
         self.finished = False
+        #: Set once ``abort()`` was called: whatever the reading side sees next is our doing.
+        self.aborted = False
 
     def accept(self, sse: ServerSentEvent) -> StreamEvent | None:
         """Decode one frame (``None`` for keep-alives) and remember what it tells."""
-        event = decode_sse(sse, self._call.path)
+        event = decode_sse(sse, self._call.path, self.parse)
+        if event is not None:
+            self.note(event)
+        return event
+
+    def parse(self, payload: dict[str, Any]) -> StreamEvent:
+        """A frame's payload as a typed event; the chat stream's also knows the chat events."""
+        return parse_event(payload)
+
+    def note(self, event: StreamEvent) -> None:
         if isinstance(event, WorkflowStartedEvent):
             self.workflow_run_id, self.task_id = event.workflow_run_id, event.task_id
-        if event is not None and event.is_terminal:
+        if event.is_terminal:
             self.finished = True
-        return event
+
+    def hung_up(self) -> e.DifyStreamError:
+        return e.DifyStreamError(f"the stream from {self._call.path} was hung up by this client")
 
     def broken(self, exc: httpx.TransportError) -> e.DifyError:
         path = self._call.path
+        if self.aborted:  # the socket we shut down, not the server
+            return self.hung_up()
         if isinstance(exc, httpx.ReadTimeout):
             return e.DifyStreamTimeoutError(
                 f"the stream from {path} was silent for {self._idle_timeout:g} s (no event, no ping)", sent=True)
         return e.DifyStreamError(f"the stream from {path} was cut: {type(exc).__name__}: {exc}")
 
-    def ended_early(self) -> e.DifyStreamError:
+    def ended_early(self) -> e.DifyStreamEndedError:
         where = f" (run {self.workflow_run_id} may still be going: poll it)" if self.workflow_run_id else ""
         return e.DifyStreamEndedError(f"the stream from {self._call.path} ended before a terminal event{where}")

@@ -24,6 +24,12 @@ def check_uuid(name: str, value: Any) -> str:
                                       "'b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b')") from None
 
 
+def check_response_mode(response_mode: Any) -> str:
+    if response_mode not in ("blocking", "streaming"):
+        raise e.DifyConfigError("response_mode", "must be 'blocking' or 'streaming'")
+    return str(response_mode)
+
+
 def check_user(user: str | None, default: str) -> str:
     value = default if user is None else user
     if not isinstance(value, str) or not value.strip():

@@ -229,17 +229,51 @@ def _envelope(response: httpx.Response) -> ErrorEnvelope:
 _HINTS = {
     e.CODE_NOT_WORKFLOW_APP: "the API key belongs to an app that is not a workflow app; workflow "
     "endpoints need the key of a Dify app in 'workflow' mode (check the app's mode in the console)",
+    e.CODE_NOT_CHAT_APP: "the API key belongs to an app that is not a chat app; chat endpoints need the key "
+    "of a Dify app in 'chat', 'agent-chat' or 'advanced-chat' mode",
     e.CODE_APP_UNAVAILABLE: "the app has no published workflow: publish it in the Dify console",
     e.CODE_RATE_LIMIT_ERROR: "the workspace's workflow execution quota is used up; retrying will not help",
     e.CODE_TOO_MANY_REQUESTS: "the app's concurrent request limit was hit",
+    e.CODE_CONVERSATION_COMPLETED: "start a new conversation (send no conversation_id)",
+    e.CODE_PROVIDER_QUOTA_EXCEEDED: "the model provider's quota is used up; retrying will not help",
+    e.CODE_PROVIDER_NOT_INITIALIZE: "the app's model provider has no credentials: set them in the Dify workspace",
+    e.CODE_MODEL_CURRENTLY_NOT_SUPPORT: "the app's model is not available to this workspace",
 }
+# Where one code means different things by endpoint, the path's hint wins (longest prefix first).
+_PATH_HINTS = {
+    # Dify 1.13's CompletionApi answers every non-completion app with app_unavailable.
+    (e.CODE_APP_UNAVAILABLE, "/completion-messages"): "the API key's app is not a completion app, or its model "
+    "configuration is broken",
+    (e.CODE_APP_UNAVAILABLE, "/chat-messages"): "the app's model configuration is broken: check it in the console",
+    (e.CODE_NOT_FOUND, "/chat-messages"): "conversation_id or workflow_id unknown to this app; conversations "
+    "belong to the user who started them",
+    (e.CODE_NOT_FOUND, "/messages"): "conversation_id or first_id unknown to this app for this user",
+    (e.CODE_NOT_FOUND, "/conversations"): "last_id unknown to this app for this user",
+}
+_CLASS_BY_CODE: dict[str, type[e.DifyAPIError]] = {
+    e.CODE_NOT_WORKFLOW_APP: e.DifyNotWorkflowAppError,
+    e.CODE_NOT_CHAT_APP: e.DifyNotChatAppError,
+    e.CODE_CONVERSATION_COMPLETED: e.DifyConversationCompletedError,
+    e.CODE_PROVIDER_QUOTA_EXCEEDED: e.DifyProviderQuotaExceededError,
+    e.CODE_PROVIDER_NOT_INITIALIZE: e.DifyModelProviderError,
+    e.CODE_MODEL_CURRENTLY_NOT_SUPPORT: e.DifyModelProviderError,
+}
+
+
+def _hint(code: str, message: str, path: str) -> str:
+    for (hint_code, prefix), hint in _PATH_HINTS.items():
+        if code == hint_code and path.startswith(prefix):
+            return hint
+    if code == e.CODE_INVALID_PARAM and "does not support blocking mode" in message:
+        return "agent apps only stream: use response_mode='streaming'"  # Dify's AgentChatAppGenerator
+    return _HINTS.get(code, "")
 
 
 def error_for(status: int, code: str, message: str, *, path: str = "", retry_after: float | None = None,
               params: str | None = None) -> e.DifyAPIError:
     """Build the typed error for an envelope; used for HTTP errors and in-stream ``error`` events."""
     cls: type[e.DifyAPIError]
-    hint = _HINTS.get(code, "")
+    hint = _hint(code, message, path)
     if status == 401:
         cls, hint = e.DifyAuthError, "check the app API key stored in the connection's password"
     elif status == 403:
@@ -253,10 +287,8 @@ def error_for(status: int, code: str, message: str, *, path: str = "", retry_aft
         cls = e.DifyRateLimitError
     elif status >= 500:
         cls = e.DifyServerError
-    elif code == e.CODE_NOT_WORKFLOW_APP:
-        cls = e.DifyNotWorkflowAppError
     else:
-        cls = e.DifyInvalidInputError
+        cls = _CLASS_BY_CODE.get(code, e.DifyInvalidInputError)
     return cls(status, code, message, path=path, hint=hint, retry_after=retry_after, params=params)
 
 

@@ -7,32 +7,25 @@ Mirrors :class:`~dify_provider.client.sync.DifyClient` method for method; all de
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any, Literal, Self, TypeVar, overload
+from typing import IO, Any, Literal, TypeVar, overload
 
 import httpx
-import tenacity
-from httpx_sse import EventSource
 
 from dify_provider.client import _api
 from dify_provider.client import errors as e
-from dify_provider.client._core import (
-    Call,
-    ClientConfig,
-    raise_for_status,
-    request_args,
-    transport_error,
-)
+from dify_provider.client._core import ClientConfig, raise_for_status
+from dify_provider.client._streams import AsyncEventStream
+from dify_provider.client._streams import AsyncStreamDeadline as AsyncStreamDeadline  # re-exported
 from dify_provider.client._transport import AsyncServiceClient
 from dify_provider.client._transport import fast_transport as fast_transport  # re-exported (hooks import it here)
+from dify_provider.client.chat.async_ import AsyncChatMethods
 from dify_provider.client.models import (
     AppInfo,
     AppParameters,
     BlockingRunResponse,
     ServerInfo,
     StopResult,
-    StreamEvent,
     UploadedFile,
     WorkflowLogPage,
     WorkflowRun,
@@ -42,66 +35,11 @@ from dify_provider.client.version import VERSION_HEADER, ServerVersion
 T = TypeVar("T")
 
 
-class AsyncWorkflowStream(_api.StreamState):
+class AsyncWorkflowStream(AsyncEventStream):
     """Async twin of :class:`~dify_provider.client.sync.WorkflowStream`."""
 
-    def __init__(self, client: AsyncDifyClient, call: Call[Any]) -> None:
-        super().__init__(call, client.config.stream_idle_timeout)
-        self._client = client
-        self._response: httpx.Response | None = None
-        self._events: AsyncIterator[StreamEvent] | None = None
 
-    async def _open(self) -> httpx.Response:
-        async def send() -> httpx.Response:
-            request = self._client.http.build_request(**request_args(self._client.config, self._call, stream=True))
-            try:
-                response = await self._client.http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise transport_error(exc, self._call.path) from exc
-            self._client._note_version(response)
-            if not response.is_success:
-                await response.aread()
-                await response.aclose()
-                raise_for_status(response, self._call.path)
-            return response
-
-        response: httpx.Response = await tenacity.AsyncRetrying(**self._client._retry_args(self._call))(send)
-        return response
-
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        # One iterator per stream: a caller may stop at ``workflow_started`` and resume later.
-        if self._events is None:
-            self._events = self._generate()
-        return self._events
-
-    async def _generate(self) -> AsyncIterator[StreamEvent]:
-        if self._response is None:
-            self._response = await self._open()
-        try:
-            async for sse in EventSource(self._response).aiter_sse():
-                event = self.accept(sse)
-                if event is not None:
-                    yield event
-                    if self.finished:
-                        return
-        except httpx.TransportError as exc:
-            raise self.broken(exc) from exc
-        finally:
-            await self.aclose()
-        raise self.ended_early()
-
-    async def aclose(self) -> None:
-        if self._response is not None:
-            await self._response.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class AsyncDifyClient(AsyncServiceClient[ClientConfig]):
+class AsyncDifyClient(AsyncChatMethods, AsyncServiceClient[ClientConfig]):
     """Pooled, retrying async client for one Dify app. ``max_in_flight`` bounds concurrent
     requests so that thousands of callers queue in memory instead of thrashing the pool; see
     :class:`~dify_provider.client._transport.AsyncServiceClient` for the triggerer's fast path.

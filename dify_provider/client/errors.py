@@ -20,6 +20,12 @@ CODE_TOO_MANY_REQUESTS = "too_many_requests"
 CODE_RATE_LIMIT_ERROR = "rate_limit_error"
 CODE_BAD_REQUEST = "bad_request"
 CODE_INTERNAL = "internal_server_error"
+# The chat family's (dify-api.md section 6; Dify's controllers/service_api/app/error.py).
+CODE_NOT_CHAT_APP = "not_chat_app"
+CODE_CONVERSATION_COMPLETED = "conversation_completed"
+CODE_PROVIDER_NOT_INITIALIZE = "provider_not_initialize"
+CODE_PROVIDER_QUOTA_EXCEEDED = "provider_quota_exceeded"
+CODE_MODEL_CURRENTLY_NOT_SUPPORT = "model_currently_not_support"
 
 
 class DifyError(Exception):
@@ -124,12 +130,30 @@ class DifyNotWorkflowAppError(DifyInvalidInputError):
     """The key belongs to an app whose mode has no workflow endpoints."""
 
 
+class DifyNotChatAppError(DifyInvalidInputError):
+    """The key belongs to an app whose mode has no chat endpoints (chat, agent-chat, advanced-chat)."""
+
+
+class DifyConversationCompletedError(DifyInvalidInputError):
+    """The conversation was ended in Dify: a new message needs a new conversation."""
+
+
+class DifyModelProviderError(DifyInvalidInputError):
+    """The app's model cannot be called: no provider credentials, or the model is unavailable.
+    Fixed in the Dify workspace's model settings, not by sending again."""
+
+
 class DifyRateLimitError(DifyAPIError):
     """429 ``too_many_requests``: the app's concurrency limit; retried with backoff."""
 
 
 class DifyQuotaExceededError(DifyAPIError):
     """429 ``rate_limit_error``: the workspace's execution quota is used up; never retried."""
+
+
+class DifyProviderQuotaExceededError(DifyQuotaExceededError, DifyInvalidInputError):
+    """400 ``provider_quota_exceeded``: the model provider's quota (Dify-hosted trial credits, say)
+    is used up; never retried. Also a 400 like any other, for callers that catch those."""
 
 
 class DifyServerError(DifyAPIError):

@@ -166,6 +166,9 @@ class StreamEvent(DifyModel):
     event: str
     task_id: str | None = None
     workflow_run_id: str | None = None
+    #: Set on every event of a chat-family stream (chatflow's workflow and node events included).
+    message_id: str | None = None
+    conversation_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ._chat_bodies import CONVERSATION_ID
 from ._harness import BASE, RUN_ID, TASK_ID, WORKFLOW_UUID, url
 
 
@@ -35,6 +36,15 @@ ENDPOINTS = [
              {"workflow_id": WORKFLOW_UUID}, safe=False),
     Endpoint("upload_file", "POST", url("/files/upload"), (b"%PDF-1.4 tiny",), {"filename": "report.pdf"},
              safe=False),
+    # the chat family (dify_provider.client.chat)
+    Endpoint("chat_message", "POST", url("/chat-messages"), ("hello",), safe=False),
+    Endpoint("completion_message", "POST", url("/completion-messages"), ({"query": "hello"},), safe=False),
+    Endpoint("stop_chat_message", "POST", url(f"/chat-messages/{TASK_ID}/stop"), (TASK_ID,)),
+    Endpoint("stop_completion_message", "POST", url(f"/completion-messages/{TASK_ID}/stop"), (TASK_ID,)),
+    Endpoint("list_messages", "GET", url("/messages"), (CONVERSATION_ID,)),
+    Endpoint("list_conversations", "GET", url("/conversations")),
+    Endpoint("get_site", "GET", url("/site")),
+    Endpoint("get_meta", "GET", url("/meta")),
 ]
 
 

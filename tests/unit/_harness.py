@@ -113,6 +113,15 @@ class StreamOutcome:
 
 
 @dataclass
+class Drained:
+    """A stream read to its end (or to the error it raised), and the stream object itself."""
+
+    events: list[StreamEvent]
+    error: DifyError | None
+    stream: Any
+
+
+@dataclass
 class Harness:
     kind: Literal["sync", "async"]
     config: ClientConfig = field(default_factory=make_config)
@@ -191,6 +200,32 @@ class Harness:
                 except DifyError as exc:
                     error = exc
                 return StreamOutcome(events, error, stream.workflow_run_id, stream.task_id, stream.finished)
+
+        return asyncio.run(run())
+
+    def drain(self, method: str, *args: Any, **kwargs: Any) -> Drained:
+        """Like :meth:`stream` for any streaming method (``chat_message``, ...): argument errors
+        propagate, a DifyError raised while reading is kept with the events before it."""
+        kwargs.setdefault("response_mode", "streaming")
+        events: list[StreamEvent] = []
+        if self.kind == "sync":
+            with DifyClient(self.config, sleep=self._sleep) as client:
+                stream = getattr(client, method)(*args, **kwargs)
+                try:
+                    events.extend(stream)
+                except DifyError as exc:
+                    return Drained(events, exc, stream)
+                return Drained(events, None, stream)
+
+        async def run() -> Drained:
+            async with AsyncDifyClient(self.config, sleep=self._async_sleep) as client:
+                stream = await getattr(client, method)(*args, **kwargs)
+                try:
+                    async for event in stream:
+                        events.append(event)
+                except DifyError as exc:
+                    return Drained(events, exc, stream)
+                return Drained(events, None, stream)
 
         return asyncio.run(run())
 

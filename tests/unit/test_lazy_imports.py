@@ -16,7 +16,9 @@ import dify_provider.client as client
 HEAVY = ("httpx_sse", "httpx_aiohttp", "aiohttp", "airflow.triggers.base", "dify_provider.client._core",
          "dify_provider.client.models", "dify_provider.client.sync", "dify_provider.client.async_",
          "dify_provider.hooks.dify", "dify_provider.triggers.workflow_run", "dify_provider.client.chenyu",
-         "dify_provider.hooks.chenyu", "dify_provider.triggers.chenyu")
+         "dify_provider.hooks.chenyu", "dify_provider.triggers.chenyu", "dify_provider.client._streams",
+         "dify_provider.client.chat.models", "dify_provider.client.chat.events", "dify_provider.client.chat.stream",
+         "dify_provider.client.chat._api", "dify_provider.client.chat.sync", "dify_provider.client.chat.async_")
 
 PROBE = """
 import json, sys

@@ -29,6 +29,7 @@ from dify_provider.client import (
 from dify_provider.client._core import Retry, RetryPolicy, retryable, transport_error
 
 from . import _bodies as b
+from . import _chat_bodies as cb
 from ._endpoints import ONCE_ENDPOINTS, SAFE_ENDPOINTS, START_ENDPOINTS, Endpoint, endpoint_params
 from ._harness import RUN_ID, TASK_ID, WORKFLOW_UUID, FakeClock, Harness, url
 
@@ -41,6 +42,14 @@ OK_BODY: dict[str, dict[str, Any]] = {
     "stop_workflow_task": b.STOP_OK,
     "run_workflow": b.BLOCKING_SUCCEEDED,
     "upload_file": b.UPLOADED,
+    "chat_message": cb.BLOCKING_71,
+    "completion_message": cb.COMPLETION_BLOCKING,
+    "stop_chat_message": b.STOP_OK,
+    "stop_completion_message": b.STOP_OK,
+    "list_messages": cb.MESSAGES_PAGE,
+    "list_conversations": cb.CONVERSATIONS_PAGE,
+    "get_site": cb.SITE_04,
+    "get_meta": cb.META_04B,
 }
 
 
