@@ -271,7 +271,7 @@ class DifyChatOperator(DifyRunOperatorBase):
         if stream is not None:
             answer = stream.answer
             if stream.usage is not None:
-                detail["usage"] = stream.usage.model_dump(mode="json")
+                detail["usage"] = stream.usage.as_dict()
             detail["retriever_resources"] = [r.model_dump(mode="json") for r in stream.retriever_resources]
         else:
             assert message is not None
@@ -293,7 +293,7 @@ class DifyChatOperator(DifyRunOperatorBase):
         if snapshot.verdict is Verdict.SUCCESS:
             if stream is not None and stream.usage is not None:
                 answer = stream.answer
-                detail["usage"] = stream.usage.model_dump(mode="json")
+                detail["usage"] = stream.usage.as_dict()
                 detail["retriever_resources"] = [r.model_dump(mode="json") for r in stream.retriever_resources]
             else:
                 answer, resources = self._read_answer(extra)
