@@ -131,7 +131,7 @@ class DifyNotWorkflowAppError(DifyInvalidInputError):
 
 
 class DifyNotChatAppError(DifyInvalidInputError):
-    """The key belongs to an app whose mode has no chat endpoints (chat, agent-chat, advanced-chat)."""
+    """The key belongs to an app with no chat endpoints: only chat, agent-chat and advanced-chat apps have them."""
 
 
 class DifyConversationCompletedError(DifyInvalidInputError):

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._harness import TASK_ID, frame
+import httpx
+
+from ._harness import TASK_ID, frame, sse_response
 
 RECORDINGS = Path(__file__).parents[1] / "contract" / "recordings"
 
@@ -27,6 +29,20 @@ def recorded_sse(name: str) -> tuple[bytes, list[bytes]]:
         at += size
     assert at == len(body), "the recording's chunk sizes do not add up to its body"
     return body, chunks
+
+
+def recorded_response(*, chunk_size: int | None = None, extra: bytes = b"", then: Exception | None = None,
+                      cut_after: str | None = None) -> httpx.Response:
+    """The recorded chatflow stream (75) as an SSE response: as recorded, re-chunked, cut right
+    after one event's frame, or followed by ``extra`` bytes and ``then`` an exception."""
+    body, chunks = recorded_sse(STREAM_75)
+    if cut_after is not None:
+        at = body.index(f'"event":"{cut_after}"'.encode())
+        body = body[:body.index(b"\n\n", at) + 2]
+        chunks = [body]
+    elif chunk_size is not None:
+        chunks = [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)]
+    return sse_response(*chunks, extra, then=then) if extra or then else sse_response(*chunks)
 
 
 BLOCKING_71 = recording("71-chat-app-chat-messages-blocking")["response"]["body"]

@@ -1,17 +1,12 @@
 """Chat-family streams (``ChatStream`` / ``AsyncChatStream``): typed events, the assembled answer,
 when the stream ends, and the stream contract shared with run streams (inactivity timeout, cut
-streams, error events, hanging up from another thread). The recorded stream is the byte-exact
+streams, error events; hanging up is in ``test_chat_hangup.py``). The recorded stream is the byte-exact
 body of a real Dify 1.13.2 chatflow (``75-...sse.txt``), cut where its chunks were cut."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +19,6 @@ from dify_provider.client import (
     AsyncDifyClient,
     ChatStream,
     DifyClient,
-    DifyError,
     DifyNotChatAppError,
     DifyProviderQuotaExceededError,
     DifyStreamEndedError,
@@ -53,25 +47,13 @@ RECORDED_TYPES: list[type] = [WorkflowStartedEvent, NodeStartedEvent, MessageEve
                               NodeStartedEvent, NodeFinishedEvent, MessageEndEvent, WorkflowFinishedEvent]
 
 
-def recorded_response(*, chunk_size: int | None = None, extra: bytes = b"", then: Exception | None = None,
-                      cut_after: str | None = None) -> httpx.Response:
-    body, chunks = cb.recorded_sse(cb.STREAM_75)
-    if cut_after is not None:  # end the body right after the frame of that event
-        at = body.index(f'"event":"{cut_after}"'.encode())
-        body = body[:body.index(b"\n\n", at) + 2]
-        chunks = [body]
-    elif chunk_size is not None:
-        chunks = [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)]
-    return sse_response(*chunks, extra, then=then) if extra or then else sse_response(*chunks)
-
-
 # --- the recorded chatflow stream ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 7, 333], ids=["as-recorded", "1", "7", "333"])
 def test_recorded_chatflow_stream(harness: Harness, router: respx.MockRouter, chunk_size: int | None) -> None:
     rec = cb.recording(cb.STREAM_75)
-    route = router.post(CHAT_URL).mock(return_value=recorded_response(chunk_size=chunk_size))
+    route = router.post(CHAT_URL).mock(return_value=cb.recorded_response(chunk_size=chunk_size))
     out = harness.with_config(user="airflow-test").drain("chat_message", "ping")
     assert out.error is None
     request = route.calls.last.request
@@ -105,7 +87,7 @@ def test_recorded_chatflow_stream(harness: Harness, router: respx.MockRouter, ch
 
 
 def test_ids_are_known_after_the_first_event_sync(router: respx.MockRouter) -> None:
-    route = router.post(CHAT_URL).mock(return_value=recorded_response())
+    route = router.post(CHAT_URL).mock(return_value=cb.recorded_response())
     with DifyClient(make_config()) as client:
         stream = client.chat_message("ping", response_mode="streaming")
         assert route.call_count == 0  # nothing sent before it is read
@@ -120,7 +102,7 @@ def test_ids_are_known_after_the_first_event_sync(router: respx.MockRouter) -> N
 
 
 def test_ids_are_known_after_the_first_event_async(router: respx.MockRouter) -> None:
-    router.post(CHAT_URL).mock(return_value=recorded_response())
+    router.post(CHAT_URL).mock(return_value=cb.recorded_response())
 
     async def scenario() -> None:
         async with AsyncDifyClient(make_config()) as client:
@@ -139,7 +121,7 @@ def test_ids_are_known_after_the_first_event_async(router: respx.MockRouter) -> 
 
 def test_chatflow_ends_at_workflow_finished_not_before(harness: Harness, router: respx.MockRouter) -> None:
     # Dify 1.13 sends the failed run's error event after workflow_finished: never read, like anything after it.
-    router.post(CHAT_URL).mock(return_value=recorded_response(
+    router.post(CHAT_URL).mock(return_value=cb.recorded_response(
         extra=frame({"event": "error", "status": 400, "code": "invalid_param", "message": "Run failed"}),
         then=httpx.ReadTimeout("must not be reached")))
     out = harness.drain("chat_message", "ping")
@@ -149,7 +131,7 @@ def test_chatflow_ends_at_workflow_finished_not_before(harness: Harness, router:
 
 
 def test_chatflow_stream_ending_after_message_end(harness: Harness, router: respx.MockRouter) -> None:
-    router.post(CHAT_URL).mock(return_value=recorded_response(cut_after="message_end"))
+    router.post(CHAT_URL).mock(return_value=cb.recorded_response(cut_after="message_end"))
     out = harness.drain("chat_message", "ping")
     assert type(out.error) is DifyStreamEndedError
     assert "the message was complete" in str(out.error)
@@ -319,217 +301,3 @@ def test_a_stream_mixing_messages_is_refused(harness: Harness, router: respx.Moc
     assert type(out.error) is DifyStreamError
     assert cb.OTHER_MESSAGE_ID in str(out.error)
     assert out.stream.usage is None
-
-
-# --- hanging up --------------------------------------------------------------------------------------
-
-
-class _Socket:
-    """The ``network_stream`` extension of a real response: what ``abort()`` shuts down."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def get_extra_info(self, name: str) -> Any:
-        return self.sock if name == "socket" else None
-
-
-class SocketBody(httpx.SyncByteStream):
-    """A body read from a real socket, failing as httpcore does when the peer goes away."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def __iter__(self) -> Iterator[bytes]:
-        while data := self.sock.recv(65536):
-            yield data
-        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def socket_response(*frames: bytes) -> tuple[httpx.Response, socket.socket]:
-    ours, server = socket.socketpair()
-    server.sendall(b"".join(frames))  # and then nothing: a read after these blocks for good
-    return httpx.Response(200, headers=SSE_HEADERS, stream=SocketBody(ours),
-                          extensions={"network_stream": _Socket(ours)}), server
-
-
-def _read_in_thread(stream: ChatStream) -> tuple[threading.Thread, list[StreamEvent], list[BaseException],
-                                                  threading.Event]:
-    events: list[StreamEvent] = []
-    errors: list[BaseException] = []
-    first = threading.Event()
-
-    def read() -> None:
-        try:
-            for event in stream:
-                events.append(event)
-                first.set()
-        except BaseException as exc:  # handed to the test thread
-            errors.append(exc)
-            first.set()
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread, events, errors, first
-
-
-def test_abort_from_another_thread_wakes_a_blocked_read(router: respx.MockRouter) -> None:
-    response, server = socket_response(cb.message("partial"))
-    router.post(CHAT_URL).mock(return_value=response)
-    with DifyClient(make_config()) as client, server:
-        stream = client.chat_message("hi", response_mode="streaming")
-        thread, events, errors, first = _read_in_thread(stream)
-        assert first.wait(10)  # a safety net only: the frame is already in the socket
-        stream.abort()  # the reader is (or soon is) blocked in recv() on a silent stream
-        thread.join(10)
-        assert not thread.is_alive()
-    [error] = errors
-    assert type(error) is DifyStreamError
-    assert "hung up by this client" in str(error)
-    assert [event.event for event in events] == ["message"]
-    assert (stream.aborted, stream.answer, stream.finished) == (True, "partial", False)
-
-
-def test_hang_up_at_a_deadline_sync(router: respx.MockRouter) -> None:
-    response, server = socket_response(cb.message("partial"))
-    router.post(CHAT_URL).mock(return_value=response)
-    with DifyClient(make_config()) as client, server:
-        stream = client.chat_message("hi", response_mode="streaming")
-        events = [next(iter(stream)).event]
-        # Already due: the timer fires at once, and nothing but it can end this silent stream.
-        with stream.hang_up_at(time.time() - 1) as deadline, pytest.raises(DifyStreamError, match="hung up"):
-            events.extend(event.event for event in stream)
-    assert deadline.fired
-    assert events == ["message"]
-    assert stream.aborted
-
-
-def test_abort_before_the_stream_opens_sends_nothing(harness: Harness, router: respx.MockRouter) -> None:
-    route = router.post(CHAT_URL).mock(return_value=recorded_response())
-
-    async def async_scenario() -> DifyError:
-        async with AsyncDifyClient(make_config()) as client:
-            stream = await client.chat_message("hi", response_mode="streaming")
-            stream.abort()
-            with pytest.raises(DifyStreamError, match="hung up by this client") as info:
-                await anext(aiter(stream))
-            return info.value
-
-    if harness.kind == "sync":
-        with DifyClient(make_config()) as client:
-            stream = client.chat_message("hi", response_mode="streaming")
-            stream.abort()
-            with pytest.raises(DifyStreamError, match="hung up by this client"):
-                next(iter(stream))
-    else:
-        asyncio.run(async_scenario())
-    assert route.call_count == 0  # sending it would have started a paid answer nobody reads
-
-
-class HangingBody(httpx.AsyncByteStream):
-    """Some frames, then silence until cancelled (a stream the server keeps open and quiet)."""
-
-    def __init__(self, *frames: bytes) -> None:
-        self.frames = frames
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.frames:
-            yield chunk
-        await asyncio.Event().wait()
-        yield b""  # pragma: no cover - never reached
-
-
-def test_async_abort_from_another_thread(router: respx.MockRouter) -> None:
-    router.post(CHAT_URL).mock(return_value=httpx.Response(200, headers=SSE_HEADERS,
-                                                           stream=HangingBody(cb.message("partial"))))
-
-    async def scenario() -> tuple[AsyncChatStream, list[str], BaseException | None]:
-        async with AsyncDifyClient(make_config()) as client:
-            stream = await client.chat_message("hi", response_mode="streaming")
-            events: list[str] = []
-            try:
-                async for event in stream:
-                    events.append(event.event)
-                    # From a thread, while this task goes back to the (silent) stream.
-                    threading.Thread(target=stream.abort, daemon=True).start()
-            except DifyError as exc:
-                return stream, events, exc
-            return stream, events, None
-
-    stream, events, error = asyncio.run(scenario())
-    assert type(error) is DifyStreamError
-    assert "hung up by this client" in str(error)
-    assert events == ["message"]
-    assert (stream.aborted, stream.answer) == (True, "partial")
-
-
-def test_async_abort_leaves_the_caller_s_other_awaits_alone(router: respx.MockRouter) -> None:
-    router.post(CHAT_URL).mock(return_value=httpx.Response(200, headers=SSE_HEADERS,
-                                                           stream=HangingBody(cb.message("a"), cb.message("b"))))
-
-    async def scenario() -> list[str]:
-        async with AsyncDifyClient(make_config()) as client:
-            stream = await client.chat_message("hi", response_mode="streaming")
-            seen: list[str] = []
-
-            async def read() -> None:
-                async for event in stream:
-                    seen.append(event.event)
-                    stream.abort()  # not reading now: nothing is cancelled...
-                    await asyncio.sleep(0)  # ...so this await completes...
-                    seen.append("slept")
-
-            with pytest.raises(DifyStreamError, match="hung up"):
-                await read()  # ...and the next read is refused
-            return seen
-
-    assert asyncio.run(scenario()) == ["message", "slept"]
-
-
-def test_async_hang_up_at_a_deadline(router: respx.MockRouter) -> None:
-    router.post(CHAT_URL).mock(return_value=httpx.Response(200, headers=SSE_HEADERS,
-                                                           stream=HangingBody(cb.message("partial"))))
-
-    async def scenario() -> tuple[bool, list[str]]:
-        async with AsyncDifyClient(make_config()) as client:
-            stream = await client.chat_message("hi", response_mode="streaming")
-            events = [(await anext(aiter(stream))).event]
-
-            async def read() -> None:
-                async for event in stream:
-                    events.append(event.event)
-
-            async with stream.hang_up_at(time.time() - 1) as deadline:
-                with pytest.raises(DifyStreamError, match="hung up"):
-                    await read()
-            return deadline.fired, events
-
-    assert asyncio.run(scenario()) == (True, ["message"])
-
-
-def test_async_cancellation_by_the_caller_stays_a_cancellation(router: respx.MockRouter) -> None:
-    # Only this stream's own abort() becomes a DifyStreamError; anyone else's cancel propagates.
-    router.post(CHAT_URL).mock(return_value=httpx.Response(200, headers=SSE_HEADERS,
-                                                           stream=HangingBody(cb.message("a"))))
-
-    async def scenario() -> None:
-        async with AsyncDifyClient(make_config()) as client:
-            stream = await client.chat_message("hi", response_mode="streaming")
-            first = asyncio.Event()
-
-            async def read() -> None:
-                async for _ in stream:
-                    first.set()
-
-            task = asyncio.create_task(read())
-            await first.wait()
-            await asyncio.sleep(0)  # let it go back to the silent stream
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert not stream.aborted
-
-    asyncio.run(scenario())
