@@ -173,6 +173,9 @@ class DifyChatOperator(DifyRunOperatorBase):
         if "message_id" in new:
             self.log.info("Sent message %s to Dify %s app (task %s, conversation %s)", new["message_id"], self._mode,
                           known.get("task_id"), known.get("conversation_id"))
+            if self.deferrable and self._mode != CHATFLOW:
+                self.log.info("deferrable=True: a %s app's message has no workflow run to wait on in the triggerer, "
+                              "so this worker reads its stream to the end", self._mode)
 
     def _converse(self, t: RunTry, stream: Any, deadline: StreamDeadline) -> Any:
         try:
