@@ -2,7 +2,7 @@
 
 A held run, finished when the test decides (no sleeping)::
 
-    with DifyEmulator() as emu:                      # Dify 1.13.2; apps: echo, chat, slow, approval
+    with DifyEmulator() as emu:                      # Dify 1.13.2; apps: echo, slow, approval, chat...
         emu.script("echo", Scenario(hold=True))      # the next echo run waits after its nodes
         ...start a run against emu.base_url with emu.api_key("echo")...
         run = emu.wait_for(lambda r: r.held)         # wakes on the server's notification
@@ -36,6 +36,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dify_provider.testing.chats import MessageSnapshot
     from dify_provider.testing.config import EmulatorConfig
     from dify_provider.testing.models import (
         EmulatedApp,
@@ -55,6 +56,7 @@ __all__ = [
     "EmulatorConfig",
     "Fault",
     "InputField",
+    "MessageSnapshot",
     "NodeSpec",
     "RecordedRequest",
     "RunSnapshot",
@@ -65,6 +67,7 @@ __all__ = [
 _HOMES = {name: "dify_provider.testing.models" for name in __all__} | {
     "DifyEmulator": "dify_provider.testing.server",
     "EmulatorConfig": "dify_provider.testing.config",
+    "MessageSnapshot": "dify_provider.testing.chats",
 }
 
 

@@ -1,6 +1,10 @@
 """``/_emulator/...``: the control methods of :class:`DifyEmulator` over HTTP, for tests that drive
 a separately started emulator (Airflow running as its own processes in an end-to-end test).
 
+Runs (``/runs``, a chatflow message's run included: its snapshot names ``message_id`` and
+``conversation_id``) and chat messages (``/messages``: every mode's, a chatflow's with its
+``workflow_run_id``) each have their list, detail, ``wait``, ``finish``, ``release`` and ``stop``.
+
 No auth: the server only listens on loopback unless told otherwise. Handlers run on the server
 loop, which owns run state, so they call the state directly.
 """
@@ -17,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dify_provider.client.status import WorkflowRunStatus
+from dify_provider.testing.chats import ChatMessage, MessageSnapshot
 from dify_provider.testing.models import Fault, FinalStatus, RunSnapshot, Scenario
 from dify_provider.testing.runs import Run
 from dify_provider.testing.state import EmulatorState
@@ -48,7 +53,7 @@ def _snapshot(run: Run) -> dict[str, Any]:
     return _jsonable(run.snapshot())
 
 
-def _jsonable(snapshot: RunSnapshot) -> dict[str, Any]:
+def _jsonable(snapshot: RunSnapshot | MessageSnapshot) -> dict[str, Any]:
     return dataclasses.asdict(snapshot)
 
 
@@ -141,6 +146,62 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
         state.release(target)
         return _snapshot(target)
 
+    def message_of(request: Request) -> ChatMessage:
+        message_id = request.path_params["message_id"]
+        message = state.chats.messages.get(message_id)
+        if message is None:
+            raise KeyError(f"no message {message_id}")
+        return message
+
+    async def messages(request: Request) -> Any:
+        """Every chat message (a chatflow's has its run's ``workflow_run_id``), filtered by ``app``,
+        ``conversation_id``, ``status``."""
+        params = request.query_params
+        app, conversation, statuses = params.get("app"), params.get("conversation_id"), _statuses(params.get("status"))
+        with state.cond:
+            return [
+                _jsonable(m.snapshot())
+                for m in state.chats.messages.values()
+                if (app is None or m.app.name == app)
+                and (conversation is None or m.conversation.id == conversation)
+                and (statuses is None or m.state in statuses)
+            ]
+
+    async def message(request: Request) -> Any:
+        return _jsonable(message_of(request).snapshot())
+
+    async def message_wait(request: Request) -> Any:
+        message_id = request.path_params["message_id"]
+        statuses = _statuses(request.query_params.get("status"))
+        timeout = float(request.query_params.get("timeout", "5"))
+
+        def check() -> MessageSnapshot | None:
+            found = state.chats.messages.get(message_id)
+            if found is None or (statuses is not None and found.state not in statuses):
+                return None
+            return found.snapshot()
+
+        snapshot = await state.wait_async(check, timeout)
+        if snapshot is None:
+            return JSONResponse({"error": f"timed out waiting for message {message_id}"}, 408)
+        return _jsonable(snapshot)
+
+    async def message_finish(request: Request) -> Any:
+        target = message_of(request)
+        body = FinishBody.model_validate(await _json(request))
+        state.chat.finish(target, WorkflowRunStatus(body.status), body.error)
+        return _jsonable(target.snapshot())
+
+    async def message_release(request: Request) -> Any:
+        target = message_of(request)
+        state.chat.release(target)
+        return _jsonable(target.snapshot())
+
+    async def message_stop(request: Request) -> Any:
+        target = message_of(request)
+        state.chat.stop(target)
+        return _jsonable(target.snapshot())
+
     async def requests(request: Request) -> Any:
         method, path = request.query_params.get("method"), request.query_params.get("path")
         return [
@@ -185,6 +246,12 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/runs/{run_id}/resume", handler(resume), methods=["POST"]),
         Route("/runs/{run_id}/stop", handler(stop), methods=["POST"]),
         Route("/runs/{run_id}/release", handler(release), methods=["POST"]),
+        Route("/messages", handler(messages), methods=["GET"]),
+        Route("/messages/{message_id}", handler(message), methods=["GET"]),
+        Route("/messages/{message_id}/wait", handler(message_wait), methods=["GET"]),
+        Route("/messages/{message_id}/finish", handler(message_finish), methods=["POST"]),
+        Route("/messages/{message_id}/release", handler(message_release), methods=["POST"]),
+        Route("/messages/{message_id}/stop", handler(message_stop), methods=["POST"]),
         Route("/requests", handler(requests), methods=["GET"]),
         Route("/script", handler(script), methods=["POST"]),
         Route("/faults", handler(faults), methods=["GET", "POST"]),

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dify_provider.testing.admin import admin_routes
 from dify_provider.testing.recording import RecordingMiddleware
-from dify_provider.testing.routes import app_info, events, files, human_input, workflows
+from dify_provider.testing.routes import app_info, chat, conversations, events, files, human_input, workflows
 from dify_provider.testing.routes._core import http_error
 from dify_provider.testing.state import EmulatorState
 
@@ -29,6 +29,8 @@ def service_routes(state: EmulatorState) -> list[BaseRoute]:
     return [
         *app_info.routes(state),
         *workflows.routes(state),
+        *chat.routes(state),
+        *conversations.routes(state),
         *events.routes(state),
         *files.routes(state),
         *human_input.routes(state),

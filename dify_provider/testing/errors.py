@@ -104,3 +104,12 @@ def not_found(message: str) -> DifyError:
 
 def not_workflow_app() -> DifyError:
     return DifyError(400, "not_workflow_app", NOT_WORKFLOW_APP)
+
+
+def not_chat_app() -> DifyError:
+    return DifyError(400, "not_chat_app", NOT_WORKFLOW_APP)  # the same words (error.py NotChatAppError)
+
+
+def app_unavailable() -> DifyError:
+    """``AppUnavailableError``: what the completion endpoints answer a non-completion app."""
+    return DifyError(400, "app_unavailable", "App unavailable, please check your app configurations.")

@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import threading
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -25,8 +26,9 @@ from dify_provider.testing.models import Fault, FaultPhase
 
 TRANSPORT_KEY = "dify_emulator.transport"
 
-#: The endpoints a run is created by: only these accept ``after_run_created`` faults.
-RUN_ENDPOINTS = frozenset({"POST /workflows/run", "POST /workflows/{}/run"})
+#: The endpoints a run (or a chat message) is created by: only these accept ``after_run_created`` faults.
+RUN_ENDPOINTS = frozenset({"POST /workflows/run", "POST /workflows/{}/run", "POST /chat-messages",
+                           "POST /completion-messages"})
 
 
 def normalize_endpoint(endpoint: str) -> str:
@@ -64,7 +66,7 @@ class FaultBook:
         if fault.app is not None and fault.app not in self._apps:
             raise ValueError(f"unknown app {fault.app!r}")
         if fault.after_run_created and key not in RUN_ENDPOINTS:
-            raise ValueError("after_run_created needs endpoint 'POST /workflows/run' or 'POST /workflows/{id}/run'")
+            raise ValueError(f"after_run_created needs one of the endpoints {', '.join(sorted(RUN_ENDPOINTS))}")
         with self._lock:
             self._queues.setdefault(key, deque()).append(_Slot(fault, fault.times))
 
@@ -92,6 +94,16 @@ class FaultBook:
     def clear(self) -> None:
         with self._lock:
             self._queues.clear()
+
+
+def invented_start(endpoint: str) -> dict[str, Any]:
+    """What a run endpoint would have answered, for a drop/malformed fault that rejects the request
+    before anything exists (only the shape matters: the client gets half of it)."""
+    if endpoint.startswith("POST /workflows"):
+        return {"task_id": str(uuid.uuid4()), "workflow_run_id": str(uuid.uuid4()), "data": {}}
+    message_id = str(uuid.uuid4())
+    return {"event": "message", "task_id": str(uuid.uuid4()), "id": message_id, "message_id": message_id,
+            "answer": "", "metadata": {}}
 
 
 def error_response(fault: Fault) -> Response:

@@ -54,8 +54,10 @@ class NodeSpec(_Frozen):
     stream shows that app's own node ids, types and titles.
 
     ``text_chunks`` are ``text_chunk`` events the node streams as it runs: ``(text,
-    from_variable_selector)`` pairs, the text formatted with the run's inputs (``"{query}"``;
-    an unknown name formats as empty), as an LLM or an aggregator feeding the end node streams.
+    from_variable_selector)`` pairs, the text formatted with the run's inputs and ``sys.*``
+    variables (``"{query}"``, ``"{sys.query}"``; an unknown name formats as empty), as an LLM or an
+    aggregator feeding the end node streams. In a chatflow they are the ``message`` chunks of the
+    answer.
     ``hold=True`` keeps the run inside this node (``node_started`` sent, no ``node_finished``)
     until :meth:`DifyEmulator.release` lets it go on, or ``stop``/``finish`` end the run there:
     how a test stops a run in the middle of a long node without sleeping.
@@ -84,6 +86,12 @@ class Scenario(_Frozen):
 
     ``nodes`` replaces the ``steps`` generic nodes (``start``, ``llm_2``..., ``end``) with these
     (before the human-input node, for ``status="paused"``); with ``status="failed"`` the last one fails.
+
+    Chat apps: a chatflow message is a run of this scenario (without ``nodes``: the app's own, or
+    :data:`CHATFLOW_NODES`), whose LLM nodes alone spend tokens (the usage formula's, not
+    ``tokens_per_step``). A ``chat``/``agent-chat``/``completion`` message streams its answer
+    chunks ``step_seconds`` apart, then holds if ``hold``, then ends: ``status="failed"`` with
+    ``error`` as an in-stream ``error`` event, any other status normally.
     """
 
     steps: int = Field(default=3, ge=1)
@@ -264,6 +272,11 @@ class EmulatedApp(_Frozen):
     author_name: str = "Dify Emulator"
     inputs: tuple[InputField, ...] = ()
     scenario: Scenario = Scenario()
+    #: The answer of a ``chat``, ``agent-chat`` or ``completion`` app, chunk by chunk: templates over
+    #: the inputs, ``sys.query`` and ``sys.dialogue_count`` (a chatflow's answer comes from its nodes).
+    answer: tuple[str, ...] = ()
+    #: The "citations" feature: answers cite :data:`~dify_provider.testing.chat_payloads.CITATION`.
+    retriever_resource: bool = False
     #: Static outputs for every successful run; None derives them with ``outputs_fn``.
     outputs: dict[str, Any] | None = None
     outputs_fn: OutputsFn | None = Field(default=None, exclude=True)
@@ -285,9 +298,40 @@ class EmulatedApp(_Frozen):
         return (self.outputs_fn or echo_outputs)(inputs)
 
 
+#: Chunks of the chat apps' deterministic answers (``Echo: hi (turn 1)``).
+ECHO_ANSWER = ("Echo: ", "{sys.query}", " (turn {sys.dialogue_count})")
+_LLM = NodeSpec(id="llm", type="llm", title="LLM", text_chunks=tuple((chunk, ("llm", "text")) for chunk in ECHO_ANSWER))
+#: What a chatflow runs when its scenario names no nodes: start, an LLM streaming the answer, answer.
+CHATFLOW_NODES = (
+    NodeSpec(id="start", type="start", title="Start"),
+    _LLM,
+    NodeSpec(id="answer", type="answer", title="Answer"),
+)
+
+
+def chat_apps() -> list[EmulatedApp]:
+    """One app per chat mode: ``chat`` (a chatflow: start, knowledge retrieval, LLM, answer),
+    ``basic-chat``, ``agent`` and ``completion``; answers and usage are functions of the request."""
+    quick = Scenario(step_seconds=0.005, tokens_per_step=0)
+    knowledge = NodeSpec(id="knowledge", type="knowledge-retrieval", title="Knowledge Retrieval")
+    echo = "answering `Echo: <query> (turn <n>)`, citing one passage"
+    return [
+        EmulatedApp(name="chat", mode="advanced-chat", description=f"A chatflow {echo}.", retriever_resource=True,
+                    inputs=(InputField(variable="name", label="Name", max_length=48),),
+                    scenario=quick.model_copy(update={"nodes": (CHATFLOW_NODES[0], knowledge, *CHATFLOW_NODES[1:])})),
+        EmulatedApp(name="basic-chat", mode="chat", description=f"A chatbot {echo}.", answer=ECHO_ANSWER,
+                    retriever_resource=True, scenario=quick),
+        EmulatedApp(name="agent", mode="agent-chat", description="An agent answering `Agent: <query> (turn <n>)`.",
+                    answer=("Agent: ", *ECHO_ANSWER[1:]), scenario=quick),
+        EmulatedApp(name="completion", mode="completion", description="Answers `Completion: <text>`.",
+                    inputs=(InputField(variable="text", label="Text", required=True, max_length=256),),
+                    answer=("Completion: ", "{text}"), scenario=quick),
+    ]  # fmt: skip
+
+
 def default_apps() -> list[EmulatedApp]:
-    """``echo`` (the workhorse), ``chat`` (wrong mode for workflow endpoints), ``slow`` (10 x 1 s,
-    for watching a run by hand) and ``approval`` (pauses for human input)."""
+    """``echo`` (the workhorse), the :func:`chat_apps`, ``slow`` (10 x 1 s, for watching a run by
+    hand) and ``approval`` (pauses for human input)."""
     text = InputField(variable="text", label="Text", required=True, max_length=256)
     return [
         EmulatedApp(
@@ -295,7 +339,7 @@ def default_apps() -> list[EmulatedApp]:
             description="Upper-cases `text`; outputs echo the inputs.",
             inputs=(text, InputField(variable="count", type="number", label="Count")),
         ),
-        EmulatedApp(name="chat", mode="advanced-chat", description="A chatflow app (not a workflow)."),
+        *chat_apps(),
         EmulatedApp(
             name="slow",
             description="Ten one-second steps.",
@@ -335,6 +379,9 @@ class RunSnapshot:
     #: The status ``GET /workflows/run/{id}`` and the logs show, which on Dify 1.13.2 stays
     #: ``running`` for a run stopped through the stop API (``status`` says ``stopped``).
     api_status: WorkflowRunStatus | None = None
+    #: A chatflow run's message and conversation (None for a workflow run).
+    message_id: str | None = None
+    conversation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from dify_provider.client.status import WorkflowRunStatus
+from dify_provider.testing.chat_payloads import ids
 from dify_provider.testing.models import EMULATOR_NAMESPACE, EmulatedApp, InputField
 from dify_provider.testing.runs import FORM_ACTIONS, FORM_CONTENT, FORM_INPUTS, Node, PendingForm, Run
 
@@ -23,6 +24,9 @@ WORKFLOW_VERSION = "2026-03-02 09:30:00.000000"
 
 
 def _envelope(run: Run, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    if run.message is not None:
+        # A chatflow's frames: the chat converter's ids first, then the entity's own fields.
+        return {"event": event, **ids(run.message), "task_id": run.task_id, "workflow_run_id": run.id, "data": data}
     return {"event": event, "workflow_run_id": run.id, "task_id": run.task_id, "data": data}
 
 
@@ -72,11 +76,8 @@ def text_chunk(run: Run, text: str, selector: list[str]) -> dict[str, Any]:
 
 def node_finished(run: Run, node: Node) -> dict[str, Any]:
     finished = node.finished_at if node.finished_at is not None else time.time()
-    metadata = (
-        {"total_tokens": node.tokens, "total_price": f"{node.tokens * 0.000002:.7f}", "currency": "USD"}
-        if node.tokens
-        else None
-    )
+    price = node.price if node.price is not None else f"{node.tokens * 0.000002:.7f}"
+    metadata = {"total_tokens": node.tokens, "total_price": price, "currency": "USD"} if node.tokens else None
     data = {
         **_node_ids(node),
         "inputs": node.inputs,
@@ -102,7 +103,7 @@ def finished_data(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "workflow_id": run.workflow_id,
-        "status": run.status.value,
+        "status": (run.stream_status or run.status).value,
         "outputs": run.outputs if run.outputs is not None else {},  # 1.13.2: {} when failed or stopped
         "error": run.error,
         "elapsed_time": run.elapsed(),
@@ -294,14 +295,15 @@ def _form_entry(field: InputField) -> dict[str, Any]:
 
 
 def app_parameters(app: EmulatedApp) -> dict[str, Any]:
-    """1.13.2's answer for an app with its features off (file upload included)."""
+    """1.13.2's answer for an app with its features off (file upload included), but for the
+    citations an app with ``retriever_resource`` shows."""
     return {
         "opening_statement": "",
         "suggested_questions": [],
         "suggested_questions_after_answer": {"enabled": False},
         "speech_to_text": {"enabled": False},
         "text_to_speech": {"enabled": False, "language": "", "voice": ""},
-        "retriever_resource": {"enabled": False},
+        "retriever_resource": {"enabled": app.retriever_resource},
         "annotation_reply": {"enabled": False},
         "more_like_this": {"enabled": False},
         "user_input_form": [_form_entry(f) for f in app.inputs],

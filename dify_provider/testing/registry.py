@@ -1,7 +1,8 @@
 """Everything the emulator remembers, and how other threads wait for it to change.
 
 :class:`Registry` holds the apps (by name and by key), the runs (by id, task id, app and form
-token), uploaded files, scripted scenarios, the config, the fault book and the request log, with
+token), the conversations and messages of chat apps (:class:`~dify_provider.testing.chats.ChatLog`),
+uploaded files, scripted scenarios, the config, the fault book and the request log, with
 the lookups the routes use and the waiting the test side uses. How runs progress is
 :class:`~dify_provider.testing.state.EmulatorState`, built on it.
 
@@ -23,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from dify_provider.testing.chats import ChatLog, MessageSnapshot
 from dify_provider.testing.config import EmulatorConfig
 from dify_provider.testing.faults import FaultBook
 from dify_provider.testing.models import EmulatedApp, RunSnapshot, Scenario
@@ -46,6 +48,12 @@ SERVICE_ENDPOINTS = frozenset(
         "POST /workflows/tasks/{}/stop",
         "GET /workflows/logs",
         "GET /workflow/{}/events",
+        "POST /chat-messages",
+        "POST /chat-messages/{}/stop",
+        "POST /completion-messages",
+        "POST /completion-messages/{}/stop",
+        "GET /messages",
+        "GET /conversations",
         "POST /files/upload",
         "GET /form/human_input/{}",
         "POST /form/human_input/{}",
@@ -75,6 +83,7 @@ class Registry:
         self._by_task: dict[str, Run] = {}
         self._by_app: dict[str, list[Run]] = {}
         self._forms: dict[str, Run] = {}
+        self.chats = ChatLog()
         self.files: dict[str, dict[str, Any]] = {}
         self._scripts: dict[str, deque[Scenario]] = {}
         self._seq = 0
@@ -126,6 +135,11 @@ class Registry:
     def runs_of(self, app: EmulatedApp) -> list[Run]:
         return self._by_app.get(app.name, [])
 
+    def next_scenario(self, app: EmulatedApp) -> Scenario:
+        """The app's next scripted scenario, else its own (call with ``cond`` held)."""
+        script = self._scripts.get(app.name)
+        return script.popleft() if script else app.scenario
+
     def script(self, app_name: str, scenarios: Sequence[Scenario]) -> None:
         self.app(app_name)
         with self.cond:
@@ -134,6 +148,10 @@ class Registry:
     def snapshots(self) -> dict[str, RunSnapshot]:
         with self.cond:
             return {run_id: run.snapshot() for run_id, run in self.runs.items()}
+
+    def message_snapshots(self) -> dict[str, MessageSnapshot]:
+        with self.cond:
+            return {message_id: message.snapshot() for message_id, message in self.chats.messages.items()}
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -186,6 +204,12 @@ class Registry:
             for queue in run.subscribers:
                 queue.put_nowait(None)
             run.subscribers.clear()
+        for message in self.chats.messages.values():
+            if message.task is not None and not message.task.done():
+                message.task.cancel()
+            for queue in message.subscribers:
+                queue.put_nowait(None)
+            message.subscribers.clear()
 
     def reset(self) -> None:
         self._close_all()
@@ -194,6 +218,7 @@ class Registry:
             self._by_task.clear()
             self._by_app.clear()
             self._forms.clear()
+            self.chats.clear()
             self.files.clear()
             self._scripts.clear()
             self.config = self._initial_config

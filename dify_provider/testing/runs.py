@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import string
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dify_provider.client.status import TERMINAL_STATUSES, WorkflowRunStatus
 from dify_provider.testing.models import EMULATOR_NAMESPACE, EmulatedApp, RunSnapshot, Scenario
+
+if TYPE_CHECKING:
+    from dify_provider.testing.chats import ChatMessage
 
 #: A queued SSE item: an event dict, or None to close the stream (reset/shutdown).
 Item = dict[str, Any] | None
@@ -30,6 +35,22 @@ FORM_ACTIONS: list[dict[str, str]] = [
 ]
 FORM_CONTENT = "Please review the result before it is published.\n\n{{#$output.comment#}}"
 FORM_TTL_SECONDS = 24 * 3600
+
+
+class _Template(string.Formatter):
+    """``str.format`` where a field is one name, dots included (``{sys.query}``), and an unknown
+    name formats as empty."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        return kwargs.get(field_name, ""), field_name
+
+
+_TEMPLATE = _Template()
+
+
+def render(template: str, variables: Mapping[str, Any]) -> str:
+    """A text-chunk or answer template formatted with a run's or message's variables."""
+    return _TEMPLATE.vformat(template, (), variables)
 
 
 def end_user_id(app: EmulatedApp, user: str) -> str:
@@ -54,6 +75,8 @@ class Node:
     error: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     tokens: int = 0
+    #: ``execution_metadata.total_price`` when the usage formula priced it (a chatflow's LLM node).
+    price: str | None = None
 
 
 @dataclass(eq=False)
@@ -90,6 +113,10 @@ class Run:
     orphaned: bool = False
     #: Stopped through the stop API on a server whose record then stays ``running`` (1.13.2).
     shows_running: bool = False
+    #: The status ``workflow_finished`` reports when it differs from the record's (an aborted run).
+    stream_status: WorkflowRunStatus | None = None
+    #: The chatflow message this run answers (None: a workflow run).
+    message: ChatMessage | None = None
     form: PendingForm | None = None
     nodes: list[Node] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -115,8 +142,9 @@ class Run:
 
     @cached_property
     def sys_inputs(self) -> dict[str, Any]:
-        """Inputs as Dify stores them: the user's, then the ``sys.*`` variables (observed order)."""
-        return {
+        """Inputs as Dify stores them: the user's, then the ``sys.*`` variables (observed order);
+        a chatflow's add its query and turn (recording 75)."""
+        inputs = {
             **self.inputs,
             "sys.files": self.files,
             "sys.user_id": self.user,
@@ -124,18 +152,25 @@ class Run:
             "sys.workflow_id": self.workflow_id,
             "sys.workflow_run_id": self.id,
         }
+        if self.message is not None:
+            inputs.update({"sys.query": self.message.query, "sys.dialogue_count": self.message.turn})
+        return inputs
 
     @cached_property
     def stored_inputs(self) -> dict[str, Any]:
-        """What the start node reports and the run record stores: ``sys_inputs`` plus
-        ``sys.timestamp`` (the run's start, Unix seconds)."""
-        return {**self.sys_inputs, "sys.timestamp": int(self.created_at)}
+        """What the start node reports: ``sys_inputs`` plus ``sys.timestamp`` (the run's start,
+        Unix seconds) for a workflow; for a chatflow, ``sys.conversation_id`` before the turn."""
+        if self.message is None:
+            return {**self.sys_inputs, "sys.timestamp": int(self.created_at)}
+        inputs = {k: v for k, v in self.sys_inputs.items() if k != "sys.dialogue_count"}
+        return {**inputs, "sys.conversation_id": self.message.conversation.id, "sys.dialogue_count": self.message.turn}
 
     @cached_property
     def inputs_json(self) -> str:
         """The detail endpoint's ``inputs``: the Text column Dify filled with ``json.dumps`` (so
-        non-ASCII comes back ``\\u``-escaped), computed once so polling stays cheap."""
-        return json.dumps(self.stored_inputs)
+        non-ASCII comes back ``\\u``-escaped), computed once so polling stays cheap. A workflow's
+        is the start node's inputs, a chatflow's those of ``workflow_started`` (recording 76)."""
+        return json.dumps(self.stored_inputs if self.message is None else self.sys_inputs)
 
     @property
     def api_status(self) -> WorkflowRunStatus:
@@ -174,4 +209,6 @@ class Run:
             held=self.held,
             orphaned=self.orphaned,
             api_status=self.api_status,
+            message_id=None if self.message is None else self.message.id,
+            conversation_id=None if self.message is None else self.message.conversation.id,
         )

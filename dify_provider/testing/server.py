@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing.app import create_app
+from dify_provider.testing.chats import ChatMessage, MessageSnapshot
 from dify_provider.testing.config import EmulatorConfig
 from dify_provider.testing.models import (
     EmulatedApp,
@@ -151,6 +152,12 @@ class DifyEmulator:
     def requests(self) -> list[RecordedRequest]:
         return self.state.requests.snapshot()
 
+    @property
+    def messages(self) -> Mapping[str, MessageSnapshot]:
+        """Message id -> snapshot of every chat, agent-chat, chatflow and completion message, oldest
+        first (a chatflow's also has its run in :attr:`runs`: ``workflow_run_id``)."""
+        return MappingProxyType(self.state.message_snapshots())
+
     def requests_to(self, method: str | None, path: str | re.Pattern[str]) -> list[RecordedRequest]:
         """Recorded requests by method (None: any) and path suffix (``"/workflows/run"``) or regex."""
         return [r for r in self.requests if _request_matches(r, method, path)]
@@ -230,8 +237,35 @@ class DifyEmulator:
 
         return self._on_loop(act)
 
+    def release_message(self, message_id: str) -> MessageSnapshot:
+        """Let a held message go on (``Scenario(hold=True)``; a chatflow's: its run, as :meth:`release`)."""
+        return self._on_message(message_id, self.state.chat.release)
+
+    def finish_message(
+        self, message_id: str, status: str | WorkflowRunStatus = "succeeded", error: str | None = None
+    ) -> MessageSnapshot:
+        """End an unfinished message now: ``succeeded`` (``message_end``), ``failed`` (an in-stream
+        ``error`` with ``error``), ``stopped`` (as the stop API). A chatflow's: :meth:`finish` its run."""
+        target = WorkflowRunStatus(status)
+        return self._on_message(message_id, lambda message: self.state.chat.finish(message, target, error))
+
+    def stop_message(self, message_id: str) -> MessageSnapshot:
+        """Stop a message as its owner's stop API call does (it ends with ``message_end``)."""
+        return self._on_message(message_id, self.state.chat.stop)
+
+    def _on_message(self, message_id: str, action: Callable[[ChatMessage], object]) -> MessageSnapshot:
+        def act() -> MessageSnapshot:
+            message = self.state.chats.messages.get(message_id)
+            if message is None:
+                raise KeyError(f"no message {message_id!r}")
+            action(message)
+            return message.snapshot()
+
+        return self._on_loop(act)
+
     def reset(self) -> None:
-        """Forget runs, requests, faults, scripts and uploads; back to the constructor's config."""
+        """Forget runs, messages and conversations, requests, faults, scripts and uploads; back to the
+        constructor's config."""
         self._on_loop(self.state.reset)
 
     def _run(self, run_id: str) -> Run:
@@ -272,6 +306,34 @@ class DifyEmulator:
             seen = f"; it is {current.status.value}" if current is not None else ""
             want = sorted(s.value for s in wanted) if wanted else "any status"
             raise TimeoutError(f"no run matching {target!r} with {want} after {timeout}s{seen}")
+        return found
+
+    def wait_for_message(
+        self,
+        target: str | Callable[[MessageSnapshot], bool] | None = None,
+        status: str | Collection[str] | None = None,
+        timeout: float = 5.0,
+    ) -> MessageSnapshot:
+        """Block until a message exists (an id, a predicate: the newest matching wins, or None) with
+        ``status`` (``running``, ``succeeded``, ``failed``, ``stopped``, ``paused``; one or several)."""
+        wanted = None if status is None else {status} if isinstance(status, str) else set(status)
+
+        def check() -> MessageSnapshot | None:
+            messages = self.state.chats.messages
+            if isinstance(target, str):
+                candidates = [messages[target]] if target in messages else []
+            else:
+                candidates = list(reversed(messages.values()))
+            for message in candidates:
+                snapshot = message.snapshot()
+                if (wanted is None or snapshot.status in wanted) and (not callable(target) or target(snapshot)):
+                    return snapshot
+            return None
+
+        found = self.state.wait(check, timeout)
+        if found is None:
+            want = sorted(wanted) if wanted else "any status"
+            raise TimeoutError(f"no message matching {target!r} with {want} after {timeout}s")
         return found
 
     def wait_for_requests(

@@ -30,6 +30,8 @@ from dify_provider.testing.runs import Item
 PING = b"event: ping\n\n"
 Outcome = Literal["complete", "disconnected", "cut"]
 _TERMINAL = frozenset({"workflow_finished", "error"})
+#: Where a ``chat``/``agent-chat``/``completion`` stream ends (its pipeline's last frames).
+MESSAGE_TERMINAL = frozenset({"message_end", "error"})
 
 
 def encode(event: dict[str, Any]) -> bytes:
@@ -65,7 +67,9 @@ class EventStream(Response):
 
     Pings: one at open if ``ping_at_open``, then one per ``ping_interval`` tick (counted from the
     stream's start) while ``executing()`` says so (None: always). ``idle_timeout`` ends the stream
-    after that long without a frame (pings count unless ``pings_keep_alive`` is False).
+    after that long without a frame (pings count unless ``pings_keep_alive`` is False). The stream
+    ends after an event named in ``terminal`` (a run's: ``workflow_finished`` or ``error``; a chat
+    message's: ``message_end`` or ``error``).
     """
 
     media_type = "text/event-stream"
@@ -85,6 +89,7 @@ class EventStream(Response):
         encoder: Callable[[dict[str, Any]], bytes] = encode,
         headers: dict[str, str] | None = None,
         on_error: Callable[[Fault], dict[str, Any]] | None = None,
+        terminal: frozenset[str] = _TERMINAL,
     ) -> None:
         # Like StreamingResponse: no ``body`` attribute, hence no Content-Length (chunked).
         self.status_code = 200
@@ -101,6 +106,7 @@ class EventStream(Response):
         self.on_close = on_close
         self.encoder = encoder
         self.on_error = on_error
+        self.terminal = terminal
         self._backlog: list[Item] = []
         self._send_fn: Send | None = None
         self._next_ping = 0.0
@@ -206,5 +212,5 @@ class EventStream(Response):
             await self._send(frame)
             sent += 1
             event = item.get("event")
-            if event in _TERMINAL or (event == "workflow_paused" and self.close_on_pause):
+            if event in self.terminal or (event == "workflow_paused" and self.close_on_pause):
                 return "complete"

@@ -4,7 +4,11 @@
 A run is created and registered (:meth:`EmulatorState.create_run`), then driven by one asyncio task
 (:meth:`EmulatorState.launch`) through its scenario's nodes, an optional human-input pause and an
 optional hold, to its end; SSE readers subscribe to its events. The control calls (``resume``,
-``stop``, ``release``, ``finish``, ``fail``, ``client_gone``) change a run from outside its task.
+``stop``, ``abort``, ``release``, ``finish``, ``fail``, ``client_gone``) change a run from outside
+its task. A chatflow's run answers a chat message (``Run.message``): its text chunks are the
+answer's ``message`` events and its end brings ``message_end``, both through the chat engine
+(:class:`~dify_provider.testing.chat_state.ChatEngine`, ``state.chat``), which also drives the other
+chat modes' messages.
 
 Threading model (see :mod:`~dify_provider.testing.registry`): all of this runs on the server's
 asyncio loop, which owns run mutations; every change a test may wait for happens under ``cond``
@@ -17,14 +21,17 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing import payloads
+from dify_provider.testing.chat_state import ChatEngine
+from dify_provider.testing.chats import ChatMessage
 from dify_provider.testing.config import EmulatorConfig, version_tuple
-from dify_provider.testing.models import EmulatedApp, NodeSpec
+from dify_provider.testing.models import CHATFLOW_NODES, EmulatedApp, NodeSpec, Scenario
 from dify_provider.testing.registry import SERVICE_ENDPOINTS, Registry
-from dify_provider.testing.runs import Item, Node, PendingForm, Run
+from dify_provider.testing.runs import Item, Node, PendingForm, Run, render
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +46,25 @@ __all__ = ["SERVICE_ENDPOINTS", "STOPPED_BY_USER", "Config", "EmulatorConfig", "
 class EmulatorState(Registry):
     """The registry plus how runs progress; every method here runs on the loop thread."""
 
-    def create_run(self, app: EmulatedApp, user: str, inputs: dict[str, Any], files: list[Any]) -> Run:
+    def __init__(self, apps: Sequence[EmulatedApp], config: EmulatorConfig) -> None:
+        super().__init__(apps, config)
+        self.chat = ChatEngine(self)
+
+    def create_run(
+        self,
+        app: EmulatedApp,
+        user: str,
+        inputs: dict[str, Any],
+        files: list[Any],
+        *,
+        message: ChatMessage | None = None,
+        scenario: Scenario | None = None,
+    ) -> Run:
         with self.cond:
-            script = self._scripts.get(app.name)
-            scenario = script.popleft() if script else app.scenario
+            scenario = scenario or self.next_scenario(app)
+            if message is not None and scenario.nodes is None:
+                # A chatflow's answer comes from its graph: a script without nodes keeps the app's.
+                scenario = scenario.model_copy(update={"nodes": app.scenario.nodes or CHATFLOW_NODES})
             self._seq += 1
             run = Run(
                 id=str(uuid.uuid4()),
@@ -53,6 +75,7 @@ class EmulatorState(Registry):
                 files=files,
                 scenario=scenario,
                 seq=self._seq,
+                message=message,
             )
             self.runs[run.id] = run
             self._by_task[run.task_id] = run
@@ -126,12 +149,18 @@ class EmulatorState(Registry):
             else:
                 node = self._start_node(run, spec.type, node_id=spec.id, title=spec.title or spec.id)
             for template, selector in spec.text_chunks if spec is not None else ():
-                self._emit(run, payloads.text_chunk(run, template.format_map(_Missing(run.inputs)), list(selector)))
+                text, source = render(template, run.stored_inputs), list(selector)
+                chatflow = run.message is not None  # a chatflow's chunks are its answer's ``message`` events
+                self._emit(run, self.chat.chatflow_text(run, text, source) if chatflow else
+                           payloads.text_chunk(run, text, source))
             if spec is not None and spec.hold:
                 await self._hold(run)
             seconds = spec.seconds if spec is not None and spec.seconds is not None else scenario.step_seconds
             await asyncio.sleep(seconds)
-            node.tokens = spec.tokens if spec is not None and spec.tokens is not None else scenario.tokens_per_step
+            if spec is not None and spec.tokens is not None:
+                node.tokens = spec.tokens
+            elif run.message is None:
+                node.tokens = scenario.tokens_per_step
             if failing and last:
                 node.status, node.error = "failed", scenario.error or f"Node {node.title} run failed: emulated failure"
                 run.exceptions += 1  # Dify counts every failed node (GraphExecution.record_node_failure)
@@ -146,6 +175,8 @@ class EmulatorState(Registry):
                     node.outputs = self._default_outputs(run)
                 else:
                     node.outputs = {"text": f"step {node.index}"}
+                if run.message is not None and node.node_type == "llm":
+                    self.chat.chatflow_llm_done(run, node)  # the usage formula's tokens and price
             self._finish_node(run, node)
 
     def _start_node(self, run: Run, node_type: str, *, node_id: str | None = None, title: str | None = None) -> Node:
@@ -175,6 +206,8 @@ class EmulatorState(Registry):
     def _default_outputs(self, run: Run) -> dict[str, Any]:
         if run.scenario.outputs is not None:
             return dict(run.scenario.outputs)
+        if run.message is not None:
+            return {"answer": run.message.answer, "files": []}  # the answer node's (recording 75)
         return run.app.compute_outputs(run.inputs)
 
     def _pause(self, run: Run) -> None:
@@ -186,6 +219,8 @@ class EmulatorState(Registry):
             self._notify()
         self._emit(run, payloads.human_input_required(run, form))
         self._emit(run, payloads.workflow_paused(run, form))
+        if run.message is not None:
+            self._emit(run, self.chat.chatflow_paused(run))
 
     def _complete(
         self,
@@ -211,7 +246,9 @@ class EmulatorState(Registry):
             if run.form is not None:
                 run.form.expired = True
             self._notify()
-        self._emit(run, payloads.workflow_finished(run))
+        finished = payloads.workflow_finished(run)
+        for event in [finished] if run.message is None else self.chat.chatflow_ended(run, finished):
+            self._emit(run, event)
 
     def _halt(self, run: Run) -> None:
         """Cancel the run's task. A node left running gets no ``node_finished`` (as on 1.13.2,
@@ -244,6 +281,17 @@ class EmulatorState(Registry):
         self._halt(run)
         run.shows_running = self.config.stopped_run_record == "running"
         self._complete(run, WorkflowRunStatus.STOPPED, error=STOPPED_BY_USER)
+        return True
+
+    def abort(self, run: Run, reason: str) -> bool:
+        """The graph engine's stop command alone (a chat-family stop whose user check failed):
+        ``workflow_finished`` says ``failed`` with ``Aborted: <reason>``, the record ``stopped``
+        (``GraphRunAbortedEvent``: the runner reports a failure, the persistence layer a stop)."""
+        if run.terminal or run.orphaned:
+            return False
+        self._halt(run)
+        run.stream_status = WorkflowRunStatus.FAILED
+        self._complete(run, WorkflowRunStatus.STOPPED, error=f"Aborted: {reason}")
         return True
 
     def release(self, run: Run) -> None:
@@ -284,13 +332,6 @@ class EmulatorState(Registry):
         with self.cond:
             run.orphaned = True
             self._notify()
-
-
-class _Missing(dict[str, Any]):
-    """``str.format_map`` over run inputs: an unknown name formats as empty."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -9,9 +9,10 @@ the ``ValidationError`` into ``invalid_param`` verbatim).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+import uuid
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 
 from dify_provider.testing.errors import MISSING_USER, DifyError, invalid_param
@@ -47,6 +48,80 @@ class WorkflowLogQuery(BaseModel):
     limit: int = Field(default=20, ge=1, le=100)
 
 
+def _uuid_value(value: Any) -> str:
+    """``libs.helper.uuid_value``."""
+    if value == "":
+        return str(value)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(f"{value} is not a valid uuid.") from None
+
+
+def _normalize_uuid(value: str) -> str:
+    if not value:
+        return ""
+    try:
+        return _uuid_value(value)
+    except ValueError as exc:
+        raise ValueError("must be a valid UUID") from exc
+
+
+#: ``libs.helper.UUIDStrOrEmpty``.
+UUIDStrOrEmpty = Annotated[str, AfterValidator(_normalize_uuid)]
+
+
+class ChatRequestPayload(BaseModel):
+    """``controllers/service_api/app/completion.py`` (1.13.2), validator and all."""
+
+    inputs: dict[str, Any]
+    query: str
+    files: list[dict[str, Any]] | None = None
+    response_mode: Literal["blocking", "streaming"] | None = None
+    conversation_id: UUIDStrOrEmpty | None = Field(default=None, description="Conversation UUID")
+    retriever_from: str = Field(default="dev")
+    auto_generate_name: bool = Field(default=True, description="Auto generate conversation name")
+    workflow_id: str | None = Field(default=None, description="Workflow ID for advanced chat")
+
+    @field_validator("conversation_id", mode="before")
+    @classmethod
+    def normalize_conversation_id(cls, value: Any) -> str | None:
+        if isinstance(value, str):
+            value = value.strip()
+        if not value:
+            return None
+        try:
+            return _uuid_value(value)
+        except ValueError as exc:
+            raise ValueError("conversation_id must be a valid UUID") from exc
+
+
+class CompletionRequestPayload(BaseModel):
+    inputs: dict[str, Any]
+    query: str = Field(default="")
+    files: list[dict[str, Any]] | None = None
+    response_mode: Literal["blocking", "streaming"] | None = None
+    retriever_from: str = Field(default="dev")
+
+
+class MessageListQuery(BaseModel):
+    """``controllers/service_api/app/message.py``."""
+
+    conversation_id: UUIDStrOrEmpty
+    first_id: UUIDStrOrEmpty | None = None
+    limit: int = Field(default=20, ge=1, le=100, description="Number of messages to return")
+
+
+class ConversationListQuery(BaseModel):
+    """``controllers/service_api/app/conversation.py``."""
+
+    last_id: UUIDStrOrEmpty | None = Field(default=None, description="Last conversation ID for pagination")
+    limit: int = Field(default=20, ge=1, le=100, description="Number of conversations to return")
+    sort_by: Literal["created_at", "-created_at", "updated_at", "-updated_at"] = Field(
+        default="-updated_at", description="Sort order for conversations"
+    )
+
+
 RunPayload = WorkflowRunPayload
 LogQuery = WorkflowLogQuery
 
@@ -58,6 +133,8 @@ def parse(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_param(str(exc)) from None
+    except (AttributeError, TypeError):  # a validator choking on a non-string: Flask's generic 500
+        raise DifyError(500, "unknown", "Internal Server Error") from None
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -77,6 +154,10 @@ async def json_body(request: Request) -> dict[str, Any]:
         # Dify calls .get("user") on it and fails with a generic 500.
         raise DifyError(500, "unknown", "Internal Server Error")
     return data
+
+
+#: ``DefaultEndUserSessionID``: the end user of a request that names none where ``user`` is optional.
+DEFAULT_USER = "DEFAULT-USER"
 
 
 def required_user(value: Any) -> str:

@@ -4,7 +4,8 @@
 like the real server. Compared: HTTP status; ``Content-Type``, ``X-Version`` and
 ``WWW-Authenticate``; JSON bodies by keys and value types, recursively (``int``, ``float``,
 ``str``, ``bool``, ``None``, lists, objects all distinct), with exact values only for the keys a
-client branches on (:data:`VALUE_KEYS`: statuses, codes, messages, event and node names, counts);
+client branches on (:data:`VALUE_KEYS`: statuses, codes, messages, event and node names, counts,
+a chat's ``answer`` and its chunks);
 JSON strings (run detail ``inputs``) by their decoded shape; node ``inputs``/``outputs``/
 ``process_data`` as opaque objects (app data, not API shape); HTML bodies exactly; SSE bodies by
 event order (pings as ``event: ping``; a prefix where the recorded client hung up early) and each
@@ -22,7 +23,7 @@ from typing import Any
 #: Keys whose values must be equal, not merely of the same type.
 VALUE_KEYS = frozenset(
     {
-        "event", "status", "code", "message", "error", "mode", "reason", "result",
+        "event", "status", "code", "message", "error", "mode", "reason", "result", "answer",
         "node_id", "node_type", "type", "text", "from_variable_selector",
         "total_steps", "total_tokens", "exceptions_count", "page", "limit",
         "triggered_from", "created_from", "created_by_role", "session_id",

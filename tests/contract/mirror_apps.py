@@ -9,7 +9,9 @@ scripts :func:`held_at` and decides itself when time passes.
 Text chunks: echo's aggregator streams the query (recording 20), slow2's start node does
 (recording B0: its end node reads ``start.query``), and slow's aggregator streams its end node's
 two outputs joined by a newline: the query, ``"\\n"``, ``"200"`` (no recording has a complete
-slow stream; seen on the live 1.13.2 server).
+slow stream; seen on the live 1.13.2 server). The chatflow ``chat`` (start -> answer, the answer
+node's template ``echo: {{#sys.query#}}``) streams the answer's constant part and the query as two
+``message`` chunks while its start node runs, as recording 75 shows.
 """
 
 from __future__ import annotations
@@ -84,7 +86,16 @@ def recorded_apps() -> list[EmulatedApp]:
             scenario=_scenario(START, NodeSpec(id="http", type="http-request", title="Broken"), status="failed",
                                error="[Errno 111] Connection refused"),
         ),
-        _app("chat", mode="advanced-chat"),
+        _app(
+            "chat",
+            mode="advanced-chat",
+            scenario=_scenario(
+                START.model_copy(
+                    update={"text_chunks": (("echo: ", ("answer", "answer")), ("{sys.query}", ("sys", "query")))}
+                ),
+                NodeSpec(id="answer", type="answer", title="Answer"),
+            ),
+        ),
     ]
 
 

@@ -6,7 +6,8 @@ Run and task ids differ, so each one the emulator hands out is learnt from the r
 introduced it and substituted into later requests. Exchanges recorded *together* replay in the
 same order (a stop sent while a stream is open, a logs query while a blocking run runs, ...):
 the run is held in the long node (``NodeSpec(hold=True)``) where the real one slept, and the
-replay decides when it moves on (``release``/``stop``) instead of sleeping. What is compared:
+replay decides when it moves on (``release``/``stop``) instead of sleeping. The chatflow's (70-77) replay
+like the others: 75's stream introduces the run id that 76 and 77 read. What is compared:
 :mod:`.compare`. Every deliberate difference is one row of :data:`DIFFERENCES`, with its reason;
 a listed difference that disappears fails too, so the table stays true.
 """
@@ -61,19 +62,6 @@ _PYDANTIC = ".".join(pydantic.VERSION.split(".")[:2])
 
 
 DIFFERENCES: tuple[Difference, ...] = (
-    Difference(
-        ("71", "74", "75"),
-        r"^(status|header content-type|body|stream):",
-        "POST /chat-messages answers the 404 HTML page (recorded: the chatflow answer, 400 not_chat_app)",
-        "/chat-messages is not emulated yet; a later issue adds it (advanced-chat runs).",
-    ),
-    Difference(
-        ("76",),
-        r"^(status|body)",
-        "GET /workflows/run/{chat run id}: 404 not_found instead of the run",
-        "the run id comes from 75's chatflow stream, which the emulator cannot start yet (same issue). "
-        "77 (that id with a workflow app's key: 404) agrees only because the id is unknown to the emulator.",
-    ),
     Difference(
         ("41", "42", "44", "92", "98", "A7", "A8"),
         r"^body\.message: same text but the pydantic version in its URL: 2\.12 != \d+\.\d+$",

@@ -120,3 +120,24 @@ def start_streaming_run(client: httpx.Client, body: dict[str, Any] | None = None
     with open_stream(client, "POST", "/workflows/run", json=body or run_body(mode="streaming")) as reader:
         first = reader.until_event("workflow_started").events[0]
     return first["workflow_run_id"], first["task_id"]
+
+
+def chat_body(
+    query: str = "hello",
+    *,
+    user: str = "tester",
+    mode: str | None = None,
+    conversation_id: str | None = None,
+    **inputs: Any,
+) -> dict[str, Any]:
+    """A ``POST /chat-messages`` (or ``/completion-messages``) body."""
+    body: dict[str, Any] = {"inputs": inputs, "query": query, "user": user}
+    if mode is not None:
+        body["response_mode"] = mode
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    return body
+
+
+def chat_path(emu: DifyEmulator, app: str) -> str:
+    return "/completion-messages" if emu.apps[app].mode == "completion" else "/chat-messages"

@@ -22,7 +22,7 @@ def admin(emu: DifyEmulator) -> Iterator[httpx.Client]:
 
 def test_admin_lists_apps_and_is_not_recorded(admin: httpx.Client, emu: DifyEmulator) -> None:
     apps = {a["name"]: a for a in admin.get("/apps").json()}
-    assert set(apps) == {"echo", "chat", "slow", "approval"}
+    assert set(apps) == {"echo", "chat", "basic-chat", "agent", "completion", "slow", "approval"}
     assert apps["echo"]["api_key"] == emu.api_key()
     assert apps["echo"]["app_id"] == emu.app_id()
     assert apps["chat"]["mode"] == "advanced-chat"

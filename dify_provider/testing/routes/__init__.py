@@ -5,6 +5,10 @@ Where the route for an endpoint lives:
 - ``GET /``, ``/info``, ``/parameters``, ``/site``, ``/meta``: :mod:`.app_info`
 - ``POST /workflows/run``, ``POST /workflows/{workflow_id}/run``, ``GET /workflows/run/{id}``,
   ``POST /workflows/tasks/{task_id}/stop``, ``GET /workflows/logs``: :mod:`.workflows`
+- ``POST /chat-messages``, ``POST /chat-messages/{task_id}/stop``, ``POST /completion-messages``,
+  ``POST /completion-messages/{task_id}/stop``: :mod:`.chat` (message lifecycle:
+  :mod:`~dify_provider.testing.chat_state`)
+- ``GET /messages``, ``GET /conversations``: :mod:`.conversations`
 - ``GET /workflow/{workflow_run_id}/events`` (Dify 1.14): :mod:`.events`
 - ``GET`` and ``POST /form/human_input/{form_token}`` (Dify 1.14): :mod:`.human_input`
 - ``POST /files/upload``: :mod:`.files`

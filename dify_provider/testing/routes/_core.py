@@ -15,7 +15,6 @@ raises :class:`NoSuchRoute`); a known path with the wrong method answers the JSO
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +24,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from dify_provider.testing.errors import DifyError, invalid_param, not_workflow_app
+from dify_provider.testing.errors import DifyError, invalid_param, not_chat_app, not_workflow_app
 from dify_provider.testing.faults import (
     RUN_ENDPOINTS,
     ResetResponse,
     error_response,
+    invented_start,
     mangle,
     normalize_endpoint,
 )
@@ -37,7 +37,7 @@ from dify_provider.testing.models import EmulatedApp, Fault
 from dify_provider.testing.recording import RECORD_KEY
 from dify_provider.testing.registry import SERVICE_ENDPOINTS
 from dify_provider.testing.runs import Run
-from dify_provider.testing.sse import EventStream
+from dify_provider.testing.sse import EventStream, Outcome
 from dify_provider.testing.state import EmulatorState
 
 #: Werkzeug's NotFound page, byte for byte (what Flask sends for a path no route knows).
@@ -112,8 +112,7 @@ async def _before_faults(ctx: Ctx) -> Response | None:
         return None
     if ctx.endpoint in RUN_ENDPOINTS:
         # Rejected before any run exists, so the body is invented.
-        invented = {"task_id": str(uuid.uuid4()), "workflow_run_id": str(uuid.uuid4()), "data": {}}
-        return mangle(fault, JSONResponse(invented))
+        return mangle(fault, JSONResponse(invented_start(ctx.endpoint)))
     ctx.response_fault = fault
     return None
 
@@ -146,6 +145,39 @@ def route(state: EmulatorState, method: str, path: str, handler: Handler, *, aut
 def require_mode(app: EmulatedApp, *modes: str) -> None:
     if app.mode not in modes:
         raise not_workflow_app()
+
+
+def require_chat_mode(app: EmulatedApp) -> None:
+    """The chat endpoints' check: ``chat``, ``agent-chat`` or ``advanced-chat``."""
+    if app.mode not in ("chat", "agent-chat", "advanced-chat"):
+        raise not_chat_app()
+
+
+async def faults_after_start(ctx: Ctx, streaming: bool, closed: Callable[[Outcome], None]) -> Response | Fault | None:
+    """The faults of a run endpoint once the run (or message) exists, in the order a client meets
+    them: an ``after_run_created`` one (an error or reset instead of the answer, a delay before it,
+    half an answer), then a stream fault. Returns the response to send instead, or the stream's fault."""
+    state = ctx.state
+    stream_fault: Fault | None = None
+    late = state.faults.take(ctx.endpoint, ctx.app.name, "after")
+    if late is not None:
+        ctx.fired(late)
+        if late.kind in ("http_error", "reset"):
+            closed("disconnected")
+            return error_response(late) if late.kind == "http_error" else ResetResponse()
+        if late.kind == "delay":
+            if not await state.sleep(late.seconds or 0):
+                closed("disconnected")
+                return Response(status_code=204)
+        elif streaming:  # drop / malformed: the client gets half the first frame
+            stream_fault = Fault.cut_stream(0)
+        else:
+            ctx.response_fault = late
+    if streaming:
+        stream_fault = stream_fault or state.faults.take(ctx.endpoint, ctx.app.name, "stream")
+        if stream_fault is not None:
+            ctx.fired(stream_fault)
+    return stream_fault
 
 
 def require_events_api(ctx: Ctx) -> None:

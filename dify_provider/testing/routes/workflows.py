@@ -22,9 +22,8 @@ from starlette.routing import BaseRoute
 from dify_provider.client.status import LOG_FILTER_STATUSES
 from dify_provider.testing import payloads
 from dify_provider.testing.errors import DifyError, invalid_param, not_found
-from dify_provider.testing.faults import ResetResponse, error_response
-from dify_provider.testing.models import Fault
-from dify_provider.testing.routes._core import Ctx, own_run, require_mode, route, stream_timing
+from dify_provider.testing.models import EmulatedApp, Fault
+from dify_provider.testing.routes._core import Ctx, faults_after_start, own_run, require_mode, route, stream_timing
 from dify_provider.testing.runs import Run
 from dify_provider.testing.sse import EventStream, Outcome, error_event, in_stream_error
 from dify_provider.testing.state import EmulatorState
@@ -56,12 +55,7 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
     require_mode(app, "workflow")
     payload = parse(WorkflowRunPayload, body)
     if workflow_id is not None:
-        try:
-            uuid.UUID(workflow_id)
-        except ValueError:
-            raise DifyError.http(400, f"Invalid workflow_id format: '{workflow_id}'. ") from None
-        if workflow_id != app.workflow_id:
-            raise not_found(f"Workflow not found with id: {workflow_id}")
+        check_workflow_id(app, workflow_id)
     streaming = payload.response_mode == "streaming"
     try:
         inputs = validate_inputs(app, payload.inputs)
@@ -70,7 +64,7 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
         mode = state.config.streaming_input_errors
         if not streaming or mode == "http":
             raise
-        return _input_error_stream(state, exc, mode == "event")
+        return input_error_stream(state, exc, mode == "event")
     run = state.create_run(app, user, inputs, payload.files or [])
     queue = state.subscribe(run)
     state.launch(run)
@@ -80,31 +74,16 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
         if streaming and outcome != "complete":
             state.client_gone(run)
 
-    stream_fault: Fault | None = None
-    late = state.faults.take(ctx.endpoint, app.name, "after")
-    if late is not None:
-        ctx.fired(late)
-        if late.kind in ("http_error", "reset"):
-            closed("disconnected")
-            return error_response(late) if late.kind == "http_error" else ResetResponse()
-        if late.kind == "delay":
-            if not await state.sleep(late.seconds or 0):
-                closed("disconnected")
-                return Response(status_code=204)
-        elif streaming:  # drop / malformed: the client gets half the first frame
-            stream_fault = Fault.cut_stream(0)
-        else:
-            ctx.response_fault = late
+    early = await faults_after_start(ctx, streaming, closed)
+    if isinstance(early, Response):
+        return early
     if streaming:
-        stream_fault = stream_fault or state.faults.take(ctx.endpoint, app.name, "stream")
-        if stream_fault is not None:
-            ctx.fired(stream_fault)
 
         def failed_in_stream(fault: Fault) -> dict[str, Any]:
             state.fail(run, fault.message or "Internal Server Error")
             return error_event(fault, run.id if fault.after_events else None)
 
-        return EventStream(queue, **stream_timing(state, lambda: run.executing), fault=stream_fault,
+        return EventStream(queue, **stream_timing(state, lambda: run.executing), fault=early,
                            on_close=closed, on_error=failed_in_stream)
     try:
         while True:
@@ -116,7 +95,17 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
     return JSONResponse(payloads.blocking_body(run), media_type=RUN_JSON)
 
 
-def _input_error_stream(state: EmulatorState, error: DifyError, as_event: bool) -> Response:
+def check_workflow_id(app: EmulatedApp, workflow_id: str) -> None:
+    """A pinned workflow version (``AppGenerateService._get_workflow``): the app's published one only."""
+    try:
+        uuid.UUID(workflow_id)
+    except ValueError:
+        raise DifyError.http(400, f"Invalid workflow_id format: '{workflow_id}'. ") from None
+    if workflow_id != app.workflow_id:
+        raise not_found(f"Workflow not found with id: {workflow_id}")
+
+
+def input_error_stream(state: EmulatorState, error: DifyError, as_event: bool) -> Response:
     """A streaming start whose inputs are invalid: no run. 1.13.2: the opening ping, then silence
     until the idle timeout; later Dify: an ``error`` event before ``workflow_started``."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
