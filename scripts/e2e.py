@@ -63,6 +63,7 @@ from demo import (  # scripts/ is not a package: the shared helpers live in demo
     stop_process,
     tail,
 )
+from e2e_chat import run_chat_example
 
 ARTIFACTS = ROOT / ".e2e" / "artifacts"
 LOGS = ARTIFACTS / "logs"
@@ -770,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.rest_only:
                     with report.phase("Headless Chromium: the UI"):
                         asyncio.run(check_ui(stack, emulator, runs, report))
+                run_chat_example(stack, emulator, report, poll)  # after the UI's checks of dify_default
             finally:
                 with report.phase("Stop everything (by pid)"):
                     for line in stack.stop():

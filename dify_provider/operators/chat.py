@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from dify_provider.client import errors as e
 from dify_provider.client._checks import check_files, check_inputs, check_uuid
 from dify_provider.client.status import Reason, Verdict
-from dify_provider.client.waiting import PollSchedule, Snapshot, human_duration, snapshot_of_run
+from dify_provider.client.waiting import Snapshot, human_duration, snapshot_of_run
 from dify_provider.operators.app_mode import CHAT_MODES, read_mode, wrong_app_error
 from dify_provider.operators.base import DifyRunOperatorBase, RunTry
 from dify_provider.operators.chat_resume import EarlierMessage, earlier_message, find_message
@@ -152,7 +152,7 @@ class DifyChatOperator(DifyRunOperatorBase):
             if earlier.done is not None:
                 return self._finish(t.context, t.memory, earlier.done, **extra)
             return self._wait(t, earlier.run_id, None, None, **extra)
-        return self._finish_message(t, self._await_message(t, earlier.message, earlier.conversation_id))
+        return self._finish_message(t, earlier.message)
 
     # --- the stream ----------------------------------------------------------------------------
 
@@ -207,17 +207,15 @@ class DifyChatOperator(DifyRunOperatorBase):
                 "key and a second request could be a second paid answer. A retry of this task first looks for it "
                 "in Dify's messages."
             ) from exc
-        if self._mode == COMPLETION or not known.get("conversation_id"):
-            raise AirflowFailException(
-                f"the stream of message {known['message_id']} ended before its answer ({exc}), and Dify offers no way "
-                "to read a completion's answer later. Not retried: a retry would send it again (a second paid "
-                "answer); clear the task to do that."
-            ) from exc
         if isinstance(exc, e.DifyAPIError):
             raise airflow_error(exc) from exc  # an error event: Dify ended the message itself
-        self.log.warning("The stream of message %s broke (%s); reading its answer from GET /messages instead (not "
-                         "re-sending it)", known["message_id"], exc)
-        return self._finish_message(t, self._await_message(t, None, known["conversation_id"]))
+        # Dify saves a chat, agent or completion answer only when the stream it is sent on ends:
+        # the one cut here is lost for good (the message stays empty), so reading it back cannot work.
+        raise AirflowException(
+            f"the stream of message {known['message_id']} ended before its answer ({exc}). A {self._mode} app saves "
+            "its answer only at the end of its stream, so this one is lost; a retry of this task (if any) sends the "
+            "message again, as a new, paid answer."
+        ) from exc
 
     def _follow_stream(self, t: RunTry, stream: Any, run_id: str, deadline: StreamDeadline) -> Snapshot | None:
         from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
@@ -244,23 +242,6 @@ class DifyChatOperator(DifyRunOperatorBase):
                 "conversation_id": known.get("conversation_id")}
 
     # --- answers -------------------------------------------------------------------------------
-
-    def _await_message(self, t: RunTry, message: Message | None, conversation_id: str | None) -> Message:
-        """Poll ``GET /messages`` until the message has its answer (chat and agent apps)."""
-        known = getattr(self, "_known", {})
-        message_id = message.id if message is not None else known.get("message_id")
-        schedule = PollSchedule(self.poll_interval, self.max_poll_interval)
-        while True:
-            if message is not None and (message.answer or message.status == "error"):
-                return message
-            elapsed = time.time() - t.started
-            if elapsed >= self.timeout:
-                self._stop_run(t.client, t.user, t.memory, why=f"timeout ({human_duration(self.timeout)})")
-                raise AirflowException(f"gave up after {human_duration(elapsed)} (timeout) waiting for the answer "
-                                       f"to message {message_id}")
-            time.sleep(min(schedule.delay(elapsed), self.timeout - elapsed))
-            if conversation_id:
-                message = find_message(t.client, conversation_id, t.user, message_id=message_id, query="", since=None)
 
     def _finish_message(self, t: RunTry, message: Message | None) -> Any:
         """A chat, agent or completion answer: from the stream, or as ``GET /messages`` shows it."""

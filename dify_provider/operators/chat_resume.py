@@ -1,10 +1,10 @@
 """What a retry of a chat task does with the message an earlier try sent.
 
 A chatflow's message is a workflow run: the run-detail endpoint says how it is doing, and the
-workflow rules apply (:mod:`dify_provider.operators.resume`). A chat, agent or completion
-message has no run: the only record of it is the message itself in ``GET /messages``, whose
-answer is filled in when the answer is complete. Either way a retry never sends the query again
-while the earlier message may still answer it.
+workflow rules apply (:mod:`dify_provider.operators.resume`). A chat or agent message has no
+run: the only record of it is the message in ``GET /messages``, whose answer Dify saves when the
+stream it was sent on ends (a message whose stream was cut stays empty for good). Either way a
+retry never sends the query again while the earlier message may still answer it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class EarlierMessage:
     run_id: str | None = None
     #: The run already ended as the task wants (chatflow): finish with it.
     done: Snapshot | None = None
-    #: The message as ``GET /messages`` shows it, answered or not (chat and agent apps).
+    #: The answered message as ``GET /messages`` shows it (chat and agent apps).
     message: Message | None = None
 
 
@@ -70,9 +70,13 @@ def earlier_message(client: DifyClient, memory: RunMemory, policy: WaitPolicy, l
         log.warning("Retry %s: the message an earlier try sent is not in Dify's messages of end user %r: sending "
                     "the query again", try_number, user)
         return None
-    state = "answered" if message.answer else "not answered yet"
-    log.info("Retry %s: taking over message %s (%s) sent by an earlier try, instead of sending the query again",
-             try_number, message.id, state)
+    if not message.answer or message.status == "error":
+        # Dify saves such an answer when its stream ends; an empty one was lost with the stream.
+        log.warning("Retry %s: message %s of an earlier try has no answer in Dify (%s): sending the query again",
+                    try_number, message.id, message.error or "its stream was cut before the end")
+        return None
+    log.info("Retry %s: taking over message %s, answered for an earlier try, instead of sending the query again",
+             try_number, message.id)
     return EarlierMessage(message.id, message.conversation_id, record.get("task_id"), message=message)
 
 

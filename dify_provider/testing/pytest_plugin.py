@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from dify_provider.testing.server import DifyEmulator
 
 CONN_ENV = "AIRFLOW_CONN_DIFY_DEFAULT"
+#: ``dify_chat``: the emulated chatflow app (``chat``), for ``DifyChatOperator`` tasks.
+CHAT_CONN_ENV = "AIRFLOW_CONN_DIFY_CHAT"
+
+
+def _point_connections(monkeypatch: pytest.MonkeyPatch, emulator: DifyEmulator) -> None:
+    monkeypatch.setenv(CONN_ENV, emulator.airflow_connection_json())
+    if "chat" in emulator.apps:
+        monkeypatch.setenv(CHAT_CONN_ENV, emulator.airflow_connection_json("chat"))
 
 
 def _emulator_class() -> type[DifyEmulator]:
@@ -38,10 +46,11 @@ def dify_emulator_session() -> Iterator[DifyEmulator]:
 
 @pytest.fixture
 def dify_emulator(dify_emulator_session: DifyEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[DifyEmulator]:
-    """A running emulator with default apps, freshly reset, and ``AIRFLOW_CONN_DIFY_DEFAULT`` set."""
+    """A running emulator with default apps, freshly reset; ``AIRFLOW_CONN_DIFY_DEFAULT`` points at
+    its workflow app ``echo``, ``AIRFLOW_CONN_DIFY_CHAT`` at its chatflow app ``chat``."""
     emulator = dify_emulator_session
     emulator.reset()
-    monkeypatch.setenv(CONN_ENV, emulator.airflow_connection_json())
+    _point_connections(monkeypatch, emulator)
     yield emulator
     emulator.reset()
 
@@ -58,7 +67,7 @@ def dify_emulator_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
     def make(*args: Any, **kwargs: Any) -> DifyEmulator:
         emulator = _emulator_class()(*args, **kwargs).start()
         started.append(emulator)
-        monkeypatch.setenv(CONN_ENV, emulator.airflow_connection_json())
+        _point_connections(monkeypatch, emulator)
         return emulator
 
     yield make

@@ -60,11 +60,13 @@ def test_chatflow_answer_ids_usage_and_citations(emu: DifyEmulator, dag_id: str,
     citations = result.xcom("ask", key="retriever_resources")
     assert citations
     assert citations[0]["content"]
-    usage = result.xcom("ask", key="usage")
     if deferrable:  # the answer and citations come from GET /messages, which has no usage
-        assert usage is None
+        with pytest.raises(KeyError):
+            result.xcom("ask", key="usage")
+        assert result.xcom("ask", key="total_tokens") == run.total_tokens
         assert "DEFERRED" in result.log("ask")
     else:
+        usage = result.xcom("ask", key="usage")
         assert usage == {**usage, **{k: message.usage[k] for k in ("prompt_tokens", "completion_tokens",
                                                                     "total_tokens", "total_price", "currency")}}
         assert usage["latency"] >= 0
@@ -78,7 +80,8 @@ def test_chat_and_agent_apps(emu: DifyEmulator, dag_id: str, app: str, answer: s
     assert result.xcom("ask") == answer
     (message,) = emu.messages.values()
     assert result.xcom("ask", key="message_id") == message.id
-    assert result.xcom("ask", key="workflow_run_id") is None
+    with pytest.raises(KeyError):  # no workflow run
+        result.xcom("ask", key="workflow_run_id")
     assert result.xcom("ask", key="usage")["total_tokens"] == message.usage["total_tokens"] > 0
     assert "DEFERRED" not in result.log("ask")  # no run to wait on in the triggerer
     assert sent(emu) == 1
@@ -112,16 +115,26 @@ def test_a_failing_chatflow_fails_the_task_with_dify_words(emu: DifyEmulator, da
     assert sent(emu) == 1
 
 
-@pytest.mark.parametrize("app", ["chat", "basic-chat"])
-def test_cut_stream_is_recovered_without_resending(emu: DifyEmulator, dag_id: str, app: str) -> None:
+def test_cut_chatflow_stream_is_awaited_without_resending(emu: DifyEmulator, dag_id: str) -> None:
     emu.inject(Fault.cut_stream(after_events=3, endpoint=CHAT_ENDPOINT))
-    result = run_dag(chat_dag(dag_id, app, query="cut", retries=2, retry_delay=timedelta(0)))
+    result = run_dag(chat_dag(dag_id, query="cut", retries=2, retry_delay=timedelta(0)))
     assert result.state == "success", result.log("ask")
     assert result.ti("ask").try_number == 1
-    assert result.xcom("ask") == "Echo: cut (turn 1)"
+    assert result.xcom("ask") == "Echo: cut (turn 1)"  # read back from GET /messages
     assert sent(emu) == 1
-    log = result.log("ask")
-    assert ("polling the run instead" if app == "chat" else "reading its answer from GET /messages") in log
+    assert "polling the run instead (not re-sending the message)" in result.log("ask")
+
+
+def test_cut_chat_stream_loses_the_answer_and_says_a_retry_asks_again(emu: DifyEmulator, dag_id: str) -> None:
+    # A chat app saves its answer only when the stream it is sent on ends: the cut one is lost.
+    emu.inject(Fault.cut_stream(after_events=2, endpoint=CHAT_ENDPOINT))
+    result = run_dag(chat_dag(dag_id, "basic-chat", query="cut", retries=1, retry_delay=timedelta(0)))
+    assert result.state == "success", result.log("ask", try_number=2)
+    assert result.ti("ask").try_number == 2
+    assert "saves its answer only at the end of its stream, so this one is lost" in result.log("ask", try_number=1)
+    assert "has no answer in Dify" in result.log("ask", try_number=2)
+    assert sent(emu) == 2
+    assert result.xcom("ask") == "Echo: cut (turn 1)"
 
 
 def test_in_stream_error_fails_with_dify_words(emu: DifyEmulator, dag_id: str) -> None:
@@ -177,8 +190,10 @@ def test_timeout_stops_the_message(emu: DifyEmulator, dag_id: str, app: str) -> 
     result = run_dag(chat_dag(dag_id, app, timeout=0.5))
     assert result.state == "failed"
     (message,) = emu.messages.values()
-    assert emu.requests_to("POST", f"/chat-messages/{message.task_id}/stop")
-    assert emu.messages[message.id].status == "stopped"
+    (stop,) = emu.requests_to("POST", f"/chat-messages/{message.task_id}/stop")
+    assert stop.body["user"] == message.user  # Dify stops a chat message only for its own end user
+    if app == "chat":
+        assert emu.runs[message.workflow_run_id].status == "stopped"
     assert "Stopped Dify run" in result.log("ask")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ EXAMPLE_IDS = {
     "example_dify_start_then_sense.py": "example_dify_start_then_sense",
     "example_dify_fan_out.py": "example_dify_fan_out",
     "example_dify_wait_external.py": "example_dify_wait_external",
+    "example_dify_chat.py": "example_dify_chat",
 }
 
 
@@ -177,3 +179,24 @@ def test_wait_external_without_a_run_id_fails_clearly(
     assert result.states == {"wait": "failed"}
     assert "workflow_run_id" in result.log("wait")
     assert dify_emulator.requests == []
+
+
+def test_chat_example_answers_each_question_and_totals_the_usage(
+    dify_emulator: DifyEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dag = load_example("example_dify_chat")
+    questions = dag.get_task("ask").expand_input.value["query"]
+    result = run_dag(dag)
+    assert result.states["report"] == "success", result.log("report")
+    messages = list(dify_emulator.messages.values())
+    assert sorted(m.query for m in messages) == sorted(questions)
+    assert {m.mode for m in messages} == {"advanced-chat"}
+    totals = result.xcom("report")
+    assert totals["answers"] == len(questions)
+    assert totals["total_tokens"] == sum(m.usage["total_tokens"] for m in messages) > 0
+    assert totals["currency"] == "USD"
+    assert Decimal(totals["total_price"]) == sum(Decimal(m.usage["total_price"]) for m in messages)
+    printed = capsys.readouterr().out
+    for index, question in enumerate(questions):
+        assert f"A{index + 1}: Echo: {question} (turn 1)" in printed
+    assert "The Dify emulator answers every question deterministically." in printed
