@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,7 +182,8 @@ def run_streams(spec: dict[str, Any], proto: IO[str]) -> None:
             run_id, began_following = mine if mine else ("?", None)
             try:
                 with stream.hang_up_at(began + operator.timeout) as deadline:
-                    snapshot = operator._follow_stream(stream, run_id, began, deadline)
+                    attempt = types.SimpleNamespace(started=began)  # all of a try it reads
+                    snapshot = operator._follow_stream(attempt, stream, run_id, deadline)
                 results[index] = {"run_id": run_id, "poller": "stream", "polls": 0, "errors": 0,
                                   "started": began_following, "detected": time.monotonic(),
                                   "status": snapshot.status if snapshot else None}

@@ -43,6 +43,16 @@ class DifyFeatureUnavailableWarning(UserWarning):
 
 
 def warn_unavailable(task_id: str, what: str, needs: str, instead: str) -> None:
-    """Say at DAG parse, once per place in the DAG file, what this Airflow cannot do."""
+    """Say at DAG parse, once per place in the DAG file, what this Airflow cannot do.
+
+    The warning points at the first frame outside this package (the DAG file's line), however
+    deep the operator's constructors call this (Airflow's metaclass wraps each ``__init__`` too).
+    """
+    import sys
+
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and (frame.f_globals.get("__name__", "").startswith("dify_provider")
+                                        or frame.f_globals.get("__name__", "").startswith("airflow")):
+        frame, level = frame.f_back, level + 1
     warnings.warn(DifyFeatureUnavailableWarning(f"{task_id}: {what} needs {needs}; on this Airflow {instead}"),
-                  stacklevel=4)
+                  stacklevel=level)

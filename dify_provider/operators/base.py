@@ -53,6 +53,9 @@ class DifyRunOperatorBase(BaseOperator):
     ui_color = "#d2e3fc"
     #: Wait for the run's end (the workflow operator lets a DAG turn that off).
     wait_for_termination = True
+    #: How log lines name the run, and what the task never does after its stream broke.
+    run_noun = "run"
+    not_again = "not re-starting it"
 
     def __init__(
         self,
@@ -99,9 +102,36 @@ class DifyRunOperatorBase(BaseOperator):
 
     # --- what an operator adds ---------------------------------------------------------------
 
+    def _on_stream_event(self, t: RunTry, stream: Any) -> None:
+        """Called for each event the run's stream sends while it is followed (ids, progress)."""
+
     def _follow_stream(self, t: RunTry, stream: Any, run_id: str, deadline: StreamDeadline) -> Snapshot | None:
-        """Read the run's stream to its end; ``None`` when polling must take over."""
-        raise NotImplementedError
+        """Read the stream to the end: completion is seen the moment Dify sends it. Returns
+        ``None`` when polling must take over (stream broke, run paused)."""
+        from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
+
+        try:
+            for event in stream:
+                self._on_stream_event(t, stream)
+                if isinstance(event, WorkflowFinishedEvent):
+                    return snapshot_of_run(event.result.as_run(), self.policy)
+                if isinstance(event, WorkflowPausedEvent):
+                    self.log.info("Run %s paused for human input; polling until it resumes", run_id)
+                    return None
+        except e.DifyError as exc:
+            if deadline.fired:
+                return self._timed_out_on_stream(run_id, t.started)
+            # An ``error`` event (HTTP 200 already sent) and a broken connection alike leave the
+            # run's own record as the one truth about how it ended.
+            what = (f"Dify sent an error event on the stream of {self.run_noun} {run_id}"
+                    if isinstance(exc, e.DifyAPIError) else f"The stream of {self.run_noun} {run_id} broke")
+            self.log.warning("%s (%s); polling the run instead (%s)", what, exc, self.not_again)
+            return None
+        except Exception:
+            if deadline.fired:
+                return self._timed_out_on_stream(run_id, t.started)
+            raise
+        return None
 
     def _finish(self, context: Context, memory: RunMemory, snapshot: Snapshot, **extra: Any) -> Any:
         """Push the results, conclude, and return the task's value."""

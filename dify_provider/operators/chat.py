@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from dify_provider.client import errors as e
 from dify_provider.client._checks import check_files, check_inputs, check_uuid
 from dify_provider.client.status import Reason, Verdict
-from dify_provider.client.waiting import Snapshot, human_duration, snapshot_of_run
+from dify_provider.client.waiting import Snapshot, human_duration
 from dify_provider.operators.app_mode import CHAT_MODES, read_mode, wrong_app_error
 from dify_provider.operators.base import DifyRunOperatorBase, RunTry
 from dify_provider.operators.chat_resume import EarlierMessage, earlier_message, find_message
@@ -67,6 +67,8 @@ class DifyChatOperator(DifyRunOperatorBase):
     template_fields = ("query", "inputs", "conversation_id", "user", "files", "workflow_id", "dify_conn_id")
     template_fields_renderers = {"inputs": "json", "files": "json"}
     ui_color = "#e0d4fc"
+    run_noun = "chatflow run"
+    not_again = "not re-sending the message"
 
     def __init__(
         self,
@@ -217,24 +219,8 @@ class DifyChatOperator(DifyRunOperatorBase):
             "message again, as a new, paid answer."
         ) from exc
 
-    def _follow_stream(self, t: RunTry, stream: Any, run_id: str, deadline: StreamDeadline) -> Snapshot | None:
-        from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
-
-        try:
-            for event in stream:
-                self._note(t, stream.task_id, stream.message_id, stream.conversation_id)
-                if isinstance(event, WorkflowFinishedEvent):
-                    return snapshot_of_run(event.result.as_run(), self.policy)
-                if isinstance(event, WorkflowPausedEvent):
-                    self.log.info("Chatflow run %s paused for human input; polling until it resumes", run_id)
-                    return None
-        except e.DifyError as exc:
-            if deadline.fired:
-                return self._timed_out_on_stream(run_id, t.started)
-            what = (f"Dify sent an error event on the stream of chatflow run {run_id}"
-                    if isinstance(exc, e.DifyAPIError) else f"The stream of chatflow run {run_id} broke")
-            self.log.warning("%s (%s); polling the run instead (not re-sending the message)", what, exc)
-        return None
+    def _on_stream_event(self, t: RunTry, stream: Any) -> None:
+        self._note(t, stream.task_id, stream.message_id, stream.conversation_id)
 
     def _deferred_kwargs(self, t: RunTry) -> dict[str, Any]:
         known = getattr(self, "_known", {})

@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from dify_provider.client import errors as e
 from dify_provider.client._checks import check_files, check_inputs, check_uuid
-from dify_provider.client.waiting import Snapshot, human_duration, snapshot_of_run
+from dify_provider.client.waiting import Snapshot, human_duration
 from dify_provider.operators.app_mode import read_mode, wrong_app_error
 from dify_provider.operators.base import DifyRunOperatorBase, RunTry
 from dify_provider.operators.resume import EarlierRun, earlier_run
@@ -198,36 +198,6 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
         for entry in page.data:
             if (entry.workflow_run.created_at or 0) >= int(t.started) - 1:
                 return entry.workflow_run.id
-        return None
-
-    # --- waiting -------------------------------------------------------------------------------
-
-    def _follow_stream(self, t: RunTry, stream: WorkflowStream, run_id: str,
-                       deadline: StreamDeadline) -> Snapshot | None:
-        """Read the stream to the end: completion is seen the moment Dify sends it. Returns
-        ``None`` when polling must take over (stream broke, run paused)."""
-        from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
-
-        try:
-            for event in stream:
-                if isinstance(event, WorkflowFinishedEvent):
-                    return snapshot_of_run(event.result.as_run(), self.policy)
-                if isinstance(event, WorkflowPausedEvent):
-                    self.log.info("Run %s paused for human input; polling until it resumes", run_id)
-                    return None
-        except e.DifyError as exc:
-            if deadline.fired:
-                return self._timed_out_on_stream(run_id, t.started)
-            # An ``error`` event (HTTP 200 already sent) and a broken connection alike leave the
-            # run's own record as the one truth about how it ended.
-            what = (f"Dify sent an error event on the stream of run {run_id}" if isinstance(exc, e.DifyAPIError)
-                    else f"The stream of run {run_id} broke")
-            self.log.warning("%s (%s); polling the run instead (not re-starting it)", what, exc)
-            return None
-        except Exception:
-            if deadline.fired:
-                return self._timed_out_on_stream(run_id, t.started)
-            raise
         return None
 
     # --- ending --------------------------------------------------------------------------------

@@ -41,9 +41,9 @@ def test_a_deferred_kill_that_cannot_stop_the_run_is_said_at_parse() -> None:
 
 
 def test_the_warning_also_shows_where_the_flag_is_forced(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dify_provider.operators import workflow
+    from dify_provider.operators import base
 
-    monkeypatch.setattr(workflow, "TRIGGER_ON_KILL", False)
+    monkeypatch.setattr(base, "TRIGGER_ON_KILL", False)
     (warning,) = _operator_warnings(deferrable=True)
     assert "timeout and execution_timeout still stop it" in str(warning.message)
 
