@@ -10,6 +10,8 @@ read to ``message_end``; if it breaks, the answer is awaited in ``GET /messages`
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 RESULT_KEYS = ("status", "usage", "retriever_resources", "total_steps", "elapsed_time", "total_tokens")
 CHATFLOW = "advanced-chat"
 COMPLETION = "completion"
+#: Seconds of silence a chat, agent or completion stream may keep (Dify's own SSE idle limit: 300 s).
+MESSAGE_IDLE_LIMIT = 600.0
 
 
 class DifyChatOperator(DifyRunOperatorBase):
@@ -118,16 +122,17 @@ class DifyChatOperator(DifyRunOperatorBase):
                 return self._take_over(t, earlier)
             memory.starting(user, t.started)
             memory.mark(mode=mode)
-            if mode == COMPLETION:
-                stream = client.completion_message(inputs, user, query=query or None, response_mode="streaming",
-                                                   files=files)
-            else:
-                stream = client.chat_message(query, inputs, user, response_mode="streaming",
-                                             conversation_id=conversation_id, files=files,
-                                             auto_generate_name=self.auto_generate_name, workflow_id=workflow_id)
-            self._stream = stream
-            with stream.hang_up_at(t.started + self.timeout) as deadline:
-                return self._converse(t, stream, deadline)
+            with self._sender(client, mode) as sender:
+                if mode == COMPLETION:
+                    stream = sender.completion_message(inputs, user, query=query or None, response_mode="streaming",
+                                                       files=files)
+                else:
+                    stream = sender.chat_message(query, inputs, user, response_mode="streaming",
+                                                 conversation_id=conversation_id, files=files,
+                                                 auto_generate_name=self.auto_generate_name, workflow_id=workflow_id)
+                self._stream = stream
+                with stream.hang_up_at(t.started + self.timeout) as deadline:
+                    return self._converse(t, stream, deadline)
 
     def _checked_arguments(self) -> tuple[str, dict[str, Any], list[dict[str, Any]] | None, str | None, str | None]:
         try:
@@ -139,6 +144,17 @@ class DifyChatOperator(DifyRunOperatorBase):
             return self.query or "", check_inputs(self.inputs), check_files(self.files), conversation_id, workflow_id
         except e.DifyConfigError as exc:
             raise AirflowFailException(str(exc)) from exc
+
+    @staticmethod
+    def _sender(client: DifyClient, mode: str) -> contextlib.AbstractContextManager[DifyClient]:
+        """The client that sends the message. A chat, agent or completion answer is lost when its
+        stream is hung up (Dify saves it only at the stream's end), so a silent stream (a slow
+        model, a buffering proxy) is waited out far longer than a run's, whose loss is a poll."""
+        if mode == CHATFLOW or client.config.stream_idle_timeout >= MESSAGE_IDLE_LIMIT:
+            return contextlib.nullcontext(client)
+        from dify_provider.client import DifyClient
+
+        return DifyClient(dataclasses.replace(client.config, stream_idle_timeout=MESSAGE_IDLE_LIMIT))
 
     def _app_mode(self, client: DifyClient) -> str:
         mode = read_mode(client, self.dify_conn_id)

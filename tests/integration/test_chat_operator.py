@@ -279,3 +279,18 @@ def test_the_api_key_is_nowhere(emu: DifyEmulator, dag_id: str) -> None:
     assert key not in result.log("ask")
     for name in ("message_id", "conversation_id", "task_id", "workflow_run_id", "status", "retriever_resources"):
         assert key not in repr(result.xcom("ask", key=name))
+
+
+def test_a_silent_chat_stream_is_waited_out_longer_than_a_runs(emu: DifyEmulator) -> None:
+    """Hanging up loses a chat app's answer, polling a chatflow's run loses nothing: only the
+    former gets the long inactivity limit."""
+    from dify_provider.client import ClientConfig, DifyClient
+    from dify_provider.operators.chat import MESSAGE_IDLE_LIMIT
+
+    with DifyClient(ClientConfig(api_key=emu.api_key("chat"), base_url=emu.base_url)) as client:
+        with DifyChatOperator._sender(client, "advanced-chat") as sender:
+            assert sender is client
+        for mode in ("chat", "agent-chat", "completion"):
+            with DifyChatOperator._sender(client, mode) as sender:
+                assert sender.config.stream_idle_timeout == MESSAGE_IDLE_LIMIT > client.config.stream_idle_timeout
+                assert sender.config.api_key == client.config.api_key

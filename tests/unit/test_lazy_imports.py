@@ -32,8 +32,10 @@ import dify_provider.operators.workflow, dify_provider.sensors.workflow_run
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor
 from dify_provider.sensors.chenyu import ChenyuRunSensor
+from dify_provider.operators.chat import DifyChatOperator
 with DAG("parse_only", schedule=None):
     DifyRunWorkflowOperator(task_id="run", inputs={"text": "hi"})
+    DifyChatOperator(task_id="ask", query="hi")
     WorkflowRunSensor(task_id="wait", workflow_run_id="b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b")
     ChenyuRunSensor(task_id="wait_chenyu", run_order_id="wfrun_314ff7d8b7a5beff1388")
 prefixes = ("dify_provider", "httpx", "aiohttp", "airflow.triggers")
@@ -44,7 +46,7 @@ print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith(pre
 def test_parsing_a_dag_with_the_operator_and_sensors_loads_no_client_or_trigger() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert "dify_provider.operators.workflow" in loaded  # the probe did import what it claims
+    assert {"dify_provider.operators.workflow", "dify_provider.operators.chat"} <= loaded  # it imported them
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 
 
