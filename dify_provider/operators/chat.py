@@ -258,11 +258,11 @@ class DifyChatOperator(DifyRunOperatorBase):
             answer = stream.answer
             if stream.usage is not None:
                 detail["usage"] = stream.usage.as_dict()
-            detail["retriever_resources"] = [r.model_dump(mode="json") for r in stream.retriever_resources]
+            detail["retriever_resources"] = _citations(stream.retriever_resources)
         else:
             assert message is not None
             answer = message.answer
-            detail["retriever_resources"] = [r.model_dump(mode="json") for r in message.retriever_resources or []]
+            detail["retriever_resources"] = _citations(message.retriever_resources)
         usage = detail.get("usage") or {}
         text = f"{usage.get('total_tokens', '?')} tokens" + (
             f", {usage['total_price']} {usage.get('currency', '')}".rstrip() if usage.get("total_price") else "")
@@ -272,7 +272,6 @@ class DifyChatOperator(DifyRunOperatorBase):
 
     def _finish(self, context: Context, memory: RunMemory, snapshot: Snapshot, **extra: Any) -> Any:
         """A chatflow's run ended: its answer from the stream, else from ``GET /messages``."""
-        self._mode = self._mode or extra.get("mode")
         stream = self._stream
         detail = dict(snapshot.detail)
         answer = ""
@@ -280,7 +279,7 @@ class DifyChatOperator(DifyRunOperatorBase):
             if stream is not None and stream.usage is not None:
                 answer = stream.answer
                 detail["usage"] = stream.usage.as_dict()
-                detail["retriever_resources"] = [r.model_dump(mode="json") for r in stream.retriever_resources]
+                detail["retriever_resources"] = _citations(stream.retriever_resources)
             else:
                 answer, resources = self._read_answer(extra)
                 detail["retriever_resources"] = resources
@@ -297,7 +296,7 @@ class DifyChatOperator(DifyRunOperatorBase):
         if message is None:
             raise AirflowException(f"the chatflow run ended but message {message_id} is not in GET /messages of "
                                    f"conversation {conversation_id}")
-        return message.answer, [r.model_dump(mode="json") for r in message.retriever_resources or []]
+        return message.answer, _citations(message.retriever_resources)
 
     def _deliver(self, context: Context, memory: RunMemory, snapshot: Snapshot, answer: str) -> Any:
         ti = context["ti"]
@@ -323,3 +322,7 @@ class DifyChatOperator(DifyRunOperatorBase):
         self._mode = extra.get("mode")
         return super().execute_complete(context, event, dify_task_id, user, **extra)
 
+
+def _citations(resources: Any) -> list[dict[str, Any]]:
+    """``retriever_resources`` as JSON for XCom, from a stream or a message alike."""
+    return [r.model_dump(mode="json") for r in resources or []]

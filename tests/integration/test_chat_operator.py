@@ -254,6 +254,9 @@ def test_wrong_mode_keys_name_the_mode_and_the_operator(emu: DifyEmulator, dag_i
 @pytest.mark.parametrize(("kwargs", "text"), [
     ({"query": ""}, "query: is empty"),
     ({"conversation_id": "not-a-uuid"}, "conversation_id"),
+    ({"workflow_id": "v2"}, "workflow_id"),
+    ({"query": ["not", "text"]}, "query: must be a string, not list"),
+    ({"inputs": ["not", "a", "dict"]}, "inputs"),
 ])
 def test_bad_input_fails_before_any_message(emu: DifyEmulator, dag_id: str, kwargs: dict[str, Any],
                                             text: str) -> None:
