@@ -138,6 +138,7 @@ def tail(path: Path, lines: int = 25) -> str:
 # --------------------------------------------------------------------------------------------
 
 _SERVING = re.compile(r"serving (?P<url>http://\S+/v1)\s*$")
+_READY = re.compile(r"^ready \(\d+ apps\)\s*$")
 _APP = re.compile(r"^app (?P<name>\S+)\s+mode=(?P<mode>\S+)\s+key=(?P<key>\S+)\s+app_id=(?P<app_id>\S+)\s*$")
 
 
@@ -200,7 +201,7 @@ def emulator_process(log: Path, startup_timeout: float = 60.0) -> Iterator[Emula
         base_url: str | None = None
         apps: dict[str, dict[str, str]] = {}
         deadline = time.monotonic() + startup_timeout
-        while base_url is None or "echo" not in apps:
+        while True:  # until the "ready" line, printed after every app (not after the first one)
             remaining = deadline - time.monotonic()
             try:
                 line = lines.get(timeout=max(remaining, 0.0))
@@ -212,10 +213,10 @@ def emulator_process(log: Path, startup_timeout: float = 60.0) -> Iterator[Emula
                 base_url = match["url"]
             elif match := _APP.match(line):
                 apps[match["name"]] = {"key": match["key"], "app_id": match["app_id"], "mode": match["mode"]}
-        with contextlib.suppress(queue.Empty):  # the other apps, printed in the same burst
-            while (line := lines.get_nowait()) is not None:
-                if match := _APP.match(line):
-                    apps[match["name"]] = {"key": match["key"], "app_id": match["app_id"], "mode": match["mode"]}
+            elif _READY.match(line):
+                break
+        if base_url is None or "echo" not in apps:
+            raise StepFailedError(f"the emulator printed no URL or no 'echo' app; log: {log}\n{tail(log)}")
         assert base_url is not None
         yield EmulatorProcess(proc, base_url, apps, log)
     finally:

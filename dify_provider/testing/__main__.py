@@ -80,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"admin API: {emulator.admin_url}/", flush=True)
         for app in emulator.apps.values():
             print(f"app {app.name}  mode={app.mode}  key={app.api_key}  app_id={app.app_id}", flush=True)
+        # The last start-up line: scripts reading this output wait for it, not for a pause.
+        print(f"ready ({len(emulator.apps)} apps)", flush=True)
         _wait_for_signal()
     return 0
 

@@ -71,8 +71,9 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         base_url = banner.rsplit(" ", 1)[-1].strip()
         assert banner.startswith("Dify emulator 1.13.2 serving http://127.0.0.1:")
         assert base_url.endswith("/v1")
-        lines = [proc.stdout.readline() for _ in range(2)]
+        lines = [proc.stdout.readline() for _ in range(3)]
         assert lines[1].startswith("app nightly  mode=workflow  key=app-nightly")
+        assert lines[2] == "ready (1 apps)\n"  # the last start-up line: scripts wait for it
         with httpx.Client(base_url=base_url, verify=SSL, headers={"Authorization": "Bearer app-nightly"}) as c:
             answer = c.post("/workflows/run", json=run_body())
             assert answer.json()["data"]["status"] == "succeeded"
