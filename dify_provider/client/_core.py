@@ -97,6 +97,8 @@ class ServiceConfig:
     proxy: str | None = None
     max_connections: int = 20
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Sent with every request (``X-Trace-Id``, ``traceparent``); pairs, so configs compare by value.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, SecretStr):
@@ -110,7 +112,8 @@ class ServiceConfig:
                 raise e.DifyConfigError(name, "must be a positive number of seconds")
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}", "User-Agent": USER_AGENT}
+        return {**dict(self.extra_headers), "Authorization": f"Bearer {self.api_key.get_secret_value()}",
+                "User-Agent": USER_AGENT}
 
     def httpx_timeout(self, read: float | None = None) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout, read=read or self.timeout)

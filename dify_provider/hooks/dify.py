@@ -6,7 +6,9 @@ The hook holds no HTTP logic of its own: everything that talks to Dify is in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -101,8 +103,13 @@ class DifyHook(BaseHook):
         """Connection lookup without blocking the event loop (for triggers)."""
         return await read_connection_async(self.dify_conn_id, self, settings_from_connection)
 
-    def get_client(self) -> DifyClient:
-        return DifyClient(self.settings.config)
+    def get_client(self, *, headers: Mapping[str, str] | None = None) -> DifyClient:
+        """``headers`` go with every request of this client (a task's trace headers)."""
+        config = self.settings.config
+        if headers:  # the config was checked when built; only the headers change
+            config = copy.copy(config)
+            object.__setattr__(config, "extra_headers", tuple(headers.items()))
+        return DifyClient(config)
 
     def get_async_client(self, *, fast: bool = True) -> AsyncDifyClient:
         config = self.settings.config

@@ -15,6 +15,7 @@ from dify_provider.client import errors as e
 from dify_provider.outcome import airflow_error
 
 if TYPE_CHECKING:
+    from dify_provider.client.models import AppInfo
     from dify_provider.client.sync import DifyClient
 
 #: Dify's ``GET /info`` modes, as a person would name them.
@@ -49,8 +50,14 @@ def wrong_app_error(conn_id: str, mode: str | None, operator: str) -> AirflowFai
 def read_mode(client: DifyClient, conn_id: str, *, required: bool = True) -> str | None:
     """The app's mode from ``GET /info``. ``required``: an error fails the task as any request
     error would; otherwise (only naming a mode in an error message) it gives ``None``."""
+    info = read_info(client, conn_id, required=required)
+    return info.mode if info is not None else None
+
+
+def read_info(client: DifyClient, conn_id: str, *, required: bool = True) -> AppInfo | None:
+    """``GET /info`` (name, mode), its errors handled as :func:`read_mode` says."""
     try:
-        return client.get_info().mode
+        return client.get_info()
     except e.DifyError as exc:
         if required:
             raise airflow_error(exc) from exc

@@ -18,12 +18,15 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from dify_provider.client import errors as e
 from dify_provider.client.status import Reason, Verdict, WaitPolicy
+from dify_provider.client.usage import Budget
 from dify_provider.client.waiting import PollSchedule, Snapshot, snapshot_of_error, snapshot_of_run, timeout_snapshot
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
 from dify_provider.operators.run_memory import RunMemory
 from dify_provider.operators.streaming import may_hang_up
+from dify_provider.operators.usage import BudgetExceededError, UsageAccount
 from dify_provider.outcome import WaitLogger
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
+from dify_provider.tracing import TRACE_XCOM_KEY, trace_headers
 from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS, TRIGGER_ON_KILL, warn_unavailable
 
 # The hook, the HTTP client and the trigger are imported where they are used: a DAG file
@@ -44,6 +47,7 @@ class RunTry:
     memory: RunMemory
     user: str
     started: float
+    account: UsageAccount
 
 
 class DifyRunOperatorBase(BaseOperator):
@@ -67,10 +71,15 @@ class DifyRunOperatorBase(BaseOperator):
         timeout: float = 7 * 24 * 3600,
         fail_on_partial: bool = False,
         fail_on_paused: bool = False,
+        max_total_tokens: int | None = None,
+        max_total_price: str | None = None,
         dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Checked at DAG parse: a budget that cannot be enforced must not let a run start.
+        self.budget = Budget.of(max_total_tokens, max_total_price)
+        self.max_total_tokens, self.max_total_price = max_total_tokens, max_total_price
         self.user = user
         # Read when the DAG is parsed, not when this module is imported, so env changes apply.
         self.deferrable = (conf.getboolean("operators", "default_deferrable", fallback=False)
@@ -113,6 +122,7 @@ class DifyRunOperatorBase(BaseOperator):
         try:
             for event in stream:
                 self._on_stream_event(t, stream)
+                self._count(t, t.account.see(event))
                 if isinstance(event, WorkflowFinishedEvent):
                     return snapshot_of_run(event.result.as_run(), self.policy)
                 if isinstance(event, WorkflowPausedEvent):
@@ -147,11 +157,53 @@ class DifyRunOperatorBase(BaseOperator):
 
     # --- shared steps ------------------------------------------------------------------------
 
-    def _client(self) -> DifyClient:
+    def _client(self, context: Context | None = None) -> DifyClient:
+        """The try's client; with ``context``, every request carries the try's trace id."""
         try:
-            return self.hook.get_client()
+            return self.hook.get_client(headers=trace_headers(context) if context is not None else None)
         except e.DifyConfigError as exc:  # the connection is wrong: a retry would read it again
             raise AirflowFailException(str(exc)) from exc
+
+    def _new_try(self, client: DifyClient, context: Context, memory: RunMemory, user: str) -> RunTry:
+        """Start a try's bookkeeping; a try whose task already spent its budget goes no further."""
+        account = self._account = UsageAccount(context, memory, self.budget, self.log)
+        account.refuse_if_spent()
+        trace_id = dict(client.config.extra_headers).get("X-Trace-Id")
+        if trace_id:
+            context["ti"].xcom_push(key=TRACE_XCOM_KEY, value=trace_id)
+            self.log.info("Dify trace id %s (sent as X-Trace-Id; Dify's tracing integrations show it)", trace_id)
+        t = self._try = RunTry(client, context, memory, user, time.time(), account)
+        return t
+
+    def _count(self, t: RunTry, breach: str | None) -> None:
+        """After an event or a poll grew the spend: past the budget, stop the run and fail."""
+        if breach is None:
+            return
+        run_id = t.account.run_id or "(not announced yet)"
+        self.log.error("Budget exceeded: %s; stopping Dify %s %s", breach, self.run_noun, run_id)
+        if self._dify_task_id:
+            self._stop_run(t.client, t.user, t.memory, why=f"budget exceeded: {breach}")
+        t.account.report(app=self._app_label(), budget_exceeded=True)
+        raise BudgetExceededError(
+            f"Dify {self.run_noun} {run_id} stopped: {breach}. Budget {self.budget.describe()} over all tries of "
+            "this task; it fails without retries. Raise max_total_tokens / max_total_price to let it spend more."
+        )
+
+    def _app_label(self) -> str:
+        """What metrics call the app: its name when this try read it, else the connection id."""
+        return getattr(self, "_app_name", None) or self.dify_conn_id
+
+    def _report_usage(self, context: Context, memory: RunMemory, snapshot: Snapshot) -> dict[str, Any]:
+        """The try's ``usage`` (XCom, log line, metrics), from its account or, after a deferral,
+        from the run's record alone."""
+        account = getattr(self, "_account", None)
+        if account is None or account.context is not context:
+            account = self._account = UsageAccount(context, memory, self.budget, self.log)
+        if snapshot.run_id and account.run_id is None:
+            account.attach(snapshot.run_id)
+        account.see_run_total(snapshot.detail.get("total_tokens"))
+        elapsed = snapshot.detail.get("elapsed_time")
+        return account.report(app=self._app_label(), elapsed_time=elapsed if isinstance(elapsed, int | float) else None)
 
     def _push_ids(self, t: RunTry, run_id: str, task_id: str | None, app_id: str | None = None) -> str | None:
         """Store the run's ids where a retry, a kill and the UI link will look; returns the link."""
@@ -168,7 +220,14 @@ class DifyRunOperatorBase(BaseOperator):
 
     def _wait(self, t: RunTry, run_id: str, stream: Any, deadline: StreamDeadline | None, **extra: Any) -> Any:
         """Wait for run ``run_id`` on its stream, in the triggerer, or by polling, then finish."""
+        t.account.attach(run_id)
         leave = not self.wait_for_termination or self.deferrable
+        if leave and self.wait_for_termination and self.budget.active:
+            # Dify 1.13 writes a run's tokens into its record only when it ends: a wait in the
+            # triggerer could not see the spend grow, so it could not stop the run in time.
+            self.log.info("A budget is set (%s): waiting here, on the stream, not in the triggerer, so the run "
+                          "can be stopped the moment its spend crosses it", self.budget.describe())
+            leave = False
         if leave and stream is not None and not self._may_hang_up(t, run_id):
             leave = False
         if leave and not self.wait_for_termination:
@@ -184,7 +243,7 @@ class DifyRunOperatorBase(BaseOperator):
         if stream is not None and deadline is not None:
             snapshot = self._follow_stream(t, stream, run_id, deadline)
         if snapshot is None:
-            snapshot = self._poll_until_done(t.client, run_id, t.started)
+            snapshot = self._poll_until_done(t.client, run_id, t.started, t)
         if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
             self._stop_run(t.client, t.user, t.memory, why=snapshot.message)
         return self._finish(t.context, t.memory, snapshot, **extra)
@@ -199,14 +258,18 @@ class DifyRunOperatorBase(BaseOperator):
         running = Snapshot(Verdict.WAIT, Reason.RUNNING, run_id, "", status="running")
         return timeout_snapshot(run_id, Reason.TIMEOUT, time.time() - started, running)
 
-    def _poll_until_done(self, client: DifyClient, run_id: str, started: float) -> Snapshot:
+    def _poll_until_done(self, client: DifyClient, run_id: str, started: float, t: RunTry | None = None) -> Snapshot:
         schedule = PollSchedule(self.poll_interval, self.max_poll_interval)
         say = WaitLogger(self.log)
         while True:
             try:
-                snapshot = snapshot_of_run(client.get_workflow_run(run_id), self.policy)
+                run = client.get_workflow_run(run_id)
+                snapshot = snapshot_of_run(run, self.policy)
             except e.DifyError as exc:
                 snapshot = snapshot_of_error(run_id, exc)
+            else:
+                if t is not None and snapshot.verdict is Verdict.WAIT:
+                    self._count(t, t.account.see_run_total(run.total_tokens))
             if snapshot.verdict is not Verdict.WAIT:
                 return snapshot
             say(snapshot)
@@ -252,7 +315,7 @@ class DifyRunOperatorBase(BaseOperator):
         memory = RunMemory(context)
         with memory.kept_for_retries(context):
             if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
-                with self._client() as client:
+                with self._client(context) as client:
                     self._stop_run(client, user, memory, why=snapshot.message)
             return self._finish(context, memory, snapshot, user=user, **extra)
 
@@ -287,5 +350,5 @@ class DifyRunOperatorBase(BaseOperator):
         with DifyClient(config) as client:
             self._stop_run(client, user, None, why=why)
         memory = attempt.memory if attempt is not None else resumed[0] if resumed is not None else None
-        if memory is not None:
-            memory.mark_soon(stopped=why)
+        if memory is not None:  # with the spend so far, which the next try's budget counts
+            memory.mark_soon(stopped=why, **(attempt.account.facts() if attempt is not None else {}))

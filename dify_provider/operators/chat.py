@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -21,7 +20,7 @@ from dify_provider.client import errors as e
 from dify_provider.client._checks import check_files, check_inputs, check_uuid
 from dify_provider.client.status import Reason, Verdict
 from dify_provider.client.waiting import Snapshot, human_duration
-from dify_provider.operators.app_mode import CHAT_MODES, read_mode, wrong_app_error
+from dify_provider.operators.app_mode import CHAT_MODES, read_info, wrong_app_error
 from dify_provider.operators.base import DifyRunOperatorBase, RunTry
 from dify_provider.operators.chat_resume import EarlierMessage, earlier_message, find_message
 from dify_provider.operators.run_memory import RunMemory, default_user, try_number
@@ -34,8 +33,8 @@ if TYPE_CHECKING:
     from dify_provider.client.chat.models import Message
     from dify_provider.client.sync import DifyClient, StreamDeadline
 
-#: Pushed when known; ``usage`` and ``retriever_resources`` come from ``message_end``.
-RESULT_KEYS = ("status", "usage", "retriever_resources", "total_steps", "elapsed_time", "total_tokens")
+#: Pushed when known (``usage`` is pushed by the base, from its account); citations from ``message_end``.
+RESULT_KEYS = ("status", "retriever_resources", "total_steps", "elapsed_time", "total_tokens")
 CHATFLOW = "advanced-chat"
 COMPLETION = "completion"
 #: Seconds of silence a chat, agent or completion stream may keep (Dify's own SSE idle limit: 300 s).
@@ -89,11 +88,14 @@ class DifyChatOperator(DifyRunOperatorBase):
         max_poll_interval: float | None = None,
         timeout: float = 24 * 3600,
         fail_on_partial: bool = False,
+        max_total_tokens: int | None = None,
+        max_total_price: str | None = None,
         dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(user=user, deferrable=deferrable, poll_interval=poll_interval,
                          max_poll_interval=max_poll_interval, timeout=timeout, fail_on_partial=fail_on_partial,
+                         max_total_tokens=max_total_tokens, max_total_price=max_total_price,
                          dify_conn_id=dify_conn_id, **kwargs)
         self.query = query
         self.inputs = inputs if inputs is not None else {}
@@ -110,8 +112,8 @@ class DifyChatOperator(DifyRunOperatorBase):
         query, inputs, files, conversation_id, workflow_id = self._checked_arguments()
         user = self.user or default_user(context, scope="dag_run")
         memory = RunMemory(context)
-        with memory.kept_for_retries(context), self._client() as client:
-            t = self._try = RunTry(client, context, memory, user, time.time())
+        with memory.kept_for_retries(context), self._client(context) as client:
+            t = self._new_try(client, context, memory, user)
             mode = self._mode = self._app_mode(client)
             if not query.strip() and mode != COMPLETION:
                 raise AirflowFailException(f"query: is empty; {mode!r} apps answer a message, so give the task a "
@@ -157,7 +159,9 @@ class DifyChatOperator(DifyRunOperatorBase):
         return DifyClient(dataclasses.replace(client.config, stream_idle_timeout=MESSAGE_IDLE_LIMIT))
 
     def _app_mode(self, client: DifyClient) -> str:
-        mode = read_mode(client, self.dify_conn_id)
+        info = read_info(client, self.dify_conn_id)
+        assert info is not None  # required: errors raise
+        mode, self._app_name = info.mode, info.name or None
         if mode not in CHAT_MODES:
             raise wrong_app_error(self.dify_conn_id, mode, type(self).__name__)
         return mode
@@ -197,8 +201,9 @@ class DifyChatOperator(DifyRunOperatorBase):
 
     def _converse(self, t: RunTry, stream: Any, deadline: StreamDeadline) -> Any:
         try:
-            for _event in stream:
+            for event in stream:
                 self._note(t, stream.task_id, stream.message_id, stream.conversation_id)
+                self._count(t, t.account.see(event))
                 if stream.workflow_run_id:  # a chatflow: from here it is a workflow run
                     t.memory.started(stream.workflow_run_id, stream.task_id, t.user)
                     url = self._push_ids(t, stream.workflow_run_id, stream.task_id)
@@ -256,18 +261,13 @@ class DifyChatOperator(DifyRunOperatorBase):
         detail: dict[str, Any] = {"status": "succeeded"}
         if stream is not None:
             answer = stream.answer
-            if stream.usage is not None:
-                detail["usage"] = stream.usage.as_dict()
             detail["retriever_resources"] = _citations(stream.retriever_resources)
         else:
             assert message is not None
             answer = message.answer
             detail["retriever_resources"] = _citations(message.retriever_resources)
-        usage = detail.get("usage") or {}
-        text = f"{usage.get('total_tokens', '?')} tokens" + (
-            f", {usage['total_price']} {usage.get('currency', '')}".rstrip() if usage.get("total_price") else "")
         snapshot = Snapshot(Verdict.SUCCESS, Reason.SUCCEEDED, message_id,
-                            f"Dify {self._mode} app answered message {message_id} ({text})", "succeeded", detail)
+                            f"Dify {self._mode} app answered message {message_id}", "succeeded", detail)
         return self._deliver(t.context, t.memory, snapshot, answer)
 
     def _finish(self, context: Context, memory: RunMemory, snapshot: Snapshot, **extra: Any) -> Any:
@@ -278,7 +278,6 @@ class DifyChatOperator(DifyRunOperatorBase):
         if snapshot.verdict is Verdict.SUCCESS:
             if stream is not None and stream.usage is not None:
                 answer = stream.answer
-                detail["usage"] = stream.usage.as_dict()
                 detail["retriever_resources"] = _citations(stream.retriever_resources)
             else:
                 answer, resources = self._read_answer(extra)
@@ -303,6 +302,7 @@ class DifyChatOperator(DifyRunOperatorBase):
         for key in RESULT_KEYS:
             if snapshot.detail.get(key) is not None:  # Airflow 3.0 refuses a None XCom
                 ti.xcom_push(key=key, value=snapshot.detail[key])
+        self._report_usage(context, memory, snapshot)
         conclude(snapshot, self.log)
         memory.delivered()
         return answer

@@ -10,7 +10,8 @@ below); a task killed with retries left keeps it for the next try.
 Later facts go into the same record: that this task stopped the run (a stopped run's record
 still says ``running`` on a real Dify 1.13.2, so without this a retry would wait on a dead run),
 and that the run's result was delivered (so a task cleared after success runs again instead of
-returning the old answer).
+returning the old answer). What each run of the task spent (``spend``, per run id) stays in the
+record across its runs, so a budget holds over all tries; it goes when the task succeeds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from dify_provider.client.usage import Spend
 from dify_provider.task_state import task_state
 
 if TYPE_CHECKING:
@@ -46,7 +48,8 @@ class RunMemory:
     def starting(self, user: str, at: float) -> None:
         """Written before the start request: if its answer is lost, a retry knows a run may
         exist, for whom and since when, and can look for it."""
-        self._set({"starting_at": at, "user": user, "try_number": self._try})
+        spend = self.get().get("spend")
+        self._set({"starting_at": at, "user": user, "try_number": self._try, **({"spend": spend} if spend else {})})
 
     def started(self, run_id: str, task_id: str | None, user: str) -> None:
         self._set({**self.get(), "workflow_run_id": run_id, "task_id": task_id, "user": user,
@@ -67,12 +70,24 @@ class RunMemory:
         writer.start()
         writer.join(timeout=2.0)
 
+    def spent(self, *, besides: str | None = None) -> Spend:
+        """What the task's runs spent so far (but run ``besides``), as their records say."""
+        total = Spend()
+        for run_id, spend in (self.get().get("spend") or {}).items():
+            if run_id != besides:
+                total = total + Spend.from_dict(spend)
+        return total
+
+    def spend_facts(self, run_id: str, spend: Spend) -> dict[str, Any]:
+        """The ``spend`` fact with run ``run_id``'s spend set (for :meth:`mark` and ``mark_soon``)."""
+        return {"spend": {**(self.get().get("spend") or {}), run_id: spend.as_dict()}}
+
     def delivered(self) -> None:
         """The run's result reached the task: a later try (a clear) must start a new run."""
         if self._state is not None and self._state.forgets:
             self._state.delete(STATE_KEY)
-        else:
-            self.mark(delivered=True)
+        elif self.get():
+            self._set({**{k: v for k, v in self.get().items() if k != "spend"}, "delivered": True})
 
     @contextlib.contextmanager
     def kept_for_retries(self, context: Context) -> Iterator[None]:

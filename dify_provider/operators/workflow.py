@@ -8,7 +8,6 @@ the request may have reached the server; retries re-attach instead.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -81,12 +80,15 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
         fail_on_partial: bool = False,
         fail_on_paused: bool = False,
         check_required_inputs: bool = True,
+        max_total_tokens: int | None = None,
+        max_total_price: str | None = None,
         dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(user=user, deferrable=deferrable, poll_interval=poll_interval,
                          max_poll_interval=max_poll_interval, timeout=timeout, fail_on_partial=fail_on_partial,
-                         fail_on_paused=fail_on_paused, dify_conn_id=dify_conn_id, **kwargs)
+                         fail_on_paused=fail_on_paused, max_total_tokens=max_total_tokens,
+                         max_total_price=max_total_price, dify_conn_id=dify_conn_id, **kwargs)
         self.inputs = inputs if inputs is not None else {}
         self.files = files
         self.workflow_id = workflow_id
@@ -99,8 +101,8 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
         inputs, files, workflow_id = self._checked_arguments()
         user = self.user or default_user(context)
         memory = RunMemory(context)
-        with memory.kept_for_retries(context), self._client() as client:
-            t = self._try = RunTry(client, context, memory, user, time.time())
+        with memory.kept_for_retries(context), self._client(context) as client:
+            t = self._new_try(client, context, memory, user)
             earlier = earlier_run(client, t.memory, self.policy, self.log, try_number=try_number(context),
                                   user=user, find_by_user=self.user is None)
             if earlier is not None:
@@ -208,6 +210,7 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
         for key in XCOM_KEYS:
             if detail.get(key) is not None:  # Airflow 3.0 refuses a None XCom
                 ti.xcom_push(key=key, value=detail[key])
+        self._report_usage(context, memory, snapshot)
         conclude(snapshot, self.log)
         # From here a retry (or a clear) asks for a new run, not for this one's answer again.
         memory.delivered()

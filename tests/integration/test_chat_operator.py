@@ -4,6 +4,7 @@ mode, multi-turn, failures, broken streams, retries, stop on kill and timeout, w
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -60,16 +61,26 @@ def test_chatflow_answer_ids_usage_and_citations(emu: DifyEmulator, dag_id: str,
     citations = result.xcom("ask", key="retriever_resources")
     assert citations
     assert citations[0]["content"]
-    if deferrable:  # the answer and citations come from GET /messages, which has no usage
-        with pytest.raises(KeyError):
-            result.xcom("ask", key="usage")
-        assert result.xcom("ask", key="total_tokens") == run.total_tokens
+    usage = result.xcom("ask", key="usage")
+    if deferrable:  # polled in the triggerer: the run record has total_tokens only, nothing made up
+        assert usage["total_tokens"] == run.total_tokens == result.xcom("ask", key="total_tokens")
+        assert not {"total_price", "prompt_tokens"} & usage.keys()
+        assert (usage["source"], usage["nodes"]) == ("run record", [])
         assert "DEFERRED" in result.log("ask")
+        assert "only its total_tokens is known" in result.log("ask")
     else:
-        usage = result.xcom("ask", key="usage")
         assert usage == {**usage, **{k: message.usage[k] for k in ("prompt_tokens", "completion_tokens",
-                                                                    "total_tokens", "total_price", "currency")}}
-        assert usage["latency"] >= 0
+                                                                    "total_tokens", "currency")}}
+        assert Decimal(usage["total_price"]) == Decimal(message.usage["total_price"]) > 0  # a decimal string
+        (node,) = usage["nodes"]  # the LLM node: the only one that spent anything
+        assert (node["node_id"], node["total_tokens"], Decimal(node["total_price"])) == (
+            "llm", message.usage["total_tokens"], Decimal(message.usage["total_price"]))
+        assert usage["source"] == "stream"
+        line = (f"used {usage['total_tokens']} tokens ({usage['prompt_tokens']} prompt + "
+                f"{usage['completion_tokens']} completion), {usage['total_price']} USD, in 1 node")
+        assert line in result.log("ask")
+    assert usage["try_number"] == 1
+    assert usage["elapsed_time"] >= 0
     assert sent(emu) == 1
 
 

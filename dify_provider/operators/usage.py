@@ -1,0 +1,134 @@
+"""A task's spend and budget, shared by the operators that start Dify runs.
+
+One :class:`UsageAccount` per try: it meters the run (:class:`~dify_provider.client.usage.UsageMeter`),
+adds what the task's earlier runs spent (kept in the run record, so a budget holds across
+retries), says when the budget is crossed, and at the end reports: XCom ``usage``, one log line,
+metrics, and the facts OpenLineage reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from dify_provider.client.usage import Budget, Spend, UsageMeter, decimal_text, describe, spend_of
+from dify_provider.metrics import emit_usage
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from dify_provider.client.models import StreamEvent
+    from dify_provider.operators.run_memory import RunMemory
+
+#: XCom key of a try's spend.
+USAGE_XCOM_KEY = "usage"
+#: Seconds between writes of the spend so far into the run record while a run goes on.
+SAVE_EVERY = 2.0
+
+
+class BudgetExceededError(AirflowFailException):
+    """The task's budget is spent: retrying would spend more, so it fails without retries."""
+
+
+class UsageAccount:
+    """The spend of one try of a task, and the budget it checks it against."""
+
+    def __init__(self, context: Context, memory: RunMemory, budget: Budget, log: logging.Logger | Any) -> None:
+        self.context, self.memory, self.budget, self.log = context, memory, budget, log
+        self.meter = UsageMeter()
+        self.run_id: str | None = None
+        self.started = time.time()
+        self._earlier = memory.spent()
+        self._floor = Spend()
+        self._saved_at = 0.0
+
+    # --- before anything starts ----------------------------------------------------------------
+
+    def refuse_if_spent(self) -> None:
+        """A try whose task already spent its budget starts nothing."""
+        if self.budget.active and self.budget.exhausted(self._earlier):
+            spent = self._earlier
+            raise BudgetExceededError(
+                f"budget spent by earlier tries of this task ({_spend_text(spent)} of {self.budget.describe()}); "
+                "nothing was started. Raise max_total_tokens / max_total_price to let it spend more."
+            )
+
+    def attach(self, run_id: str) -> None:
+        """The try's run is known (started, or re-attached from an earlier try)."""
+        self.run_id = run_id
+        self._earlier = self.memory.spent(besides=run_id)
+        recorded = (self.memory.get().get("spend") or {}).get(run_id)
+        self._floor = Spend.from_dict(recorded)
+
+    # --- while it runs --------------------------------------------------------------------------
+
+    def see(self, event: StreamEvent) -> str | None:
+        """Take a stream event; a reason when the budget is now crossed."""
+        return self._check() if self.meter.see(event) else None
+
+    def see_run_total(self, tokens: Any) -> str | None:
+        return self._check() if self.meter.see_run_total(tokens) else None
+
+    def this_run(self) -> Spend:
+        spend = spend_of(self.meter)
+        floor = self._floor
+        return Spend(max(spend.tokens, floor.tokens), max(spend.price, floor.price), spend.currency or floor.currency)
+
+    def total(self) -> Spend:
+        return self._earlier + self.this_run()
+
+    def _check(self) -> str | None:
+        self.save(force=False)
+        return self.budget.breach(self.total()) if self.budget.active else None
+
+    def save(self, *, force: bool = True) -> None:
+        """Write this run's spend into the record (throttled while the run goes on)."""
+        now = time.monotonic()
+        if self.run_id is None or (not force and now - self._saved_at < SAVE_EVERY):
+            return
+        self._saved_at = now
+        self.memory.mark(**self.facts())
+
+    def facts(self) -> dict[str, Any]:
+        return self.memory.spend_facts(self.run_id, self.this_run()) if self.run_id else {}
+
+    # --- at the end -----------------------------------------------------------------------------
+
+    def usage(self, *, elapsed_time: float | None = None) -> dict[str, Any]:
+        usage = self.meter.as_dict()
+        usage["elapsed_time"] = round(elapsed_time if elapsed_time is not None else time.time() - self.started, 3)
+        usage["try_number"] = int(getattr(self.context.get("ti"), "try_number", 1) or 1)
+        earlier = self._earlier
+        if earlier.tokens or earlier.price:  # what the task spent in all, when earlier runs spent too
+            total = self.total()
+            usage["all_tries"] = {"total_tokens": total.tokens, **(
+                {"total_price": _decimal(total.price), "currency": total.currency} if total.price else {})}
+        return usage
+
+    def report(self, *, app: str, elapsed_time: float | None = None, budget_exceeded: bool = False) -> dict[str, Any]:
+        """Push XCom ``usage``, log the spend, emit the metrics; returns the usage."""
+        usage = self.usage(elapsed_time=elapsed_time)
+        if self.meter.source != "stream":
+            self.log.info("Dify run %s: only its total_tokens is known (the wait was by polling, and a run's record "
+                          "has no price or prompt/completion split)", self.run_id)
+        self.log.info("Dify run %s %s", self.run_id, describe(usage))
+        self.context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
+        self.save()
+        ti = self.context["ti"]
+        emit_usage(usage, dag_id=ti.dag_id, task_id=ti.task_id, app=app, budget_exceeded=budget_exceeded,
+                   log=self.log)
+        return usage
+
+
+def _decimal(value: Decimal) -> str:
+    return decimal_text(value)
+
+
+def _spend_text(spend: Spend) -> str:
+    text = f"{spend.tokens:,} tokens"
+    return text + (f", {_decimal(spend.price)} {spend.currency or ''}".rstrip() if spend.price else "")
+
