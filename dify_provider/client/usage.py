@@ -109,26 +109,36 @@ class UsageMeter:
     #: The ``message_end`` usage of a chat-family message (``ChatUsage``), if one arrived.
     message: Any = None
     run_tokens: int | None = None
-    #: Where the figures came from: ``"stream"`` (events) or ``"run record"`` (polls only).
-    source: str = "run record"
+    #: Events were read (some spend may be in them), and the stream was read to its end.
+    streamed: bool = False
+    complete: bool = False
+
+    @property
+    def source(self) -> str:
+        """``stream`` (read to its end), ``stream, then run record`` (it broke; the wait went on
+        by polling) or ``run record`` (polls only: total_tokens and nothing else)."""
+        if not self.streamed:
+            return "run record"
+        return "stream" if self.complete else "stream, then run record"
 
     def see(self, event: StreamEvent) -> bool:
         """Take one event; True when the spend grew (the moment to check a budget)."""
         before = self.total_tokens, self.total_price
+        self.streamed = True
         if isinstance(event, NodeFinishedEvent):
             node = NodeUsage.from_event(event)
             if node is None:
                 return False
             self.nodes.append(node)
         elif event.event == "message_end":
-            self.message = getattr(event, "usage", None)
+            self.message, self.complete = getattr(event, "usage", None), True
         elif isinstance(event, WorkflowFinishedEvent):
+            self.complete = True
             tokens = _tokens(event.data.get("total_tokens"))
             if tokens is not None:
                 self.run_tokens = max(self.run_tokens or 0, tokens)
         else:
             return False
-        self.source = "stream"
         return (self.total_tokens, self.total_price) != before
 
     def see_run_total(self, tokens: Any) -> bool:

@@ -167,7 +167,7 @@ class DifyRunOperatorBase(BaseOperator):
     def _new_try(self, client: DifyClient, context: Context, memory: RunMemory, user: str) -> RunTry:
         """Start a try's bookkeeping; a try whose task already spent its budget goes no further."""
         account = self._account = UsageAccount(context, memory, self.budget, self.log)
-        account.refuse_if_spent()
+        account.refuse_if_spent(self._app_label())
         trace_id = dict(client.config.extra_headers).get("X-Trace-Id")
         if trace_id:
             context["ti"].xcom_push(key=TRACE_XCOM_KEY, value=trace_id)

@@ -48,13 +48,16 @@ class UsageAccount:
 
     # --- before anything starts ----------------------------------------------------------------
 
-    def refuse_if_spent(self) -> None:
+    def refuse_if_spent(self, app: str) -> None:
         """A try whose task already spent its budget starts nothing."""
         if self.budget.active and self.budget.exhausted(self._earlier):
             spent = self._earlier
+            ti = self.context["ti"]
+            emit_usage({}, dag_id=ti.dag_id, task_id=ti.task_id, app=app, budget_exceeded=True, log=self.log)
             raise BudgetExceededError(
-                f"budget spent by earlier tries of this task ({_spend_text(spent)} of {self.budget.describe()}); "
-                "nothing was started. Raise max_total_tokens / max_total_price to let it spend more."
+                f"budget spent by earlier tries of this task: they spent {_spend_text(spent)}, the budget is "
+                f"{self.budget.describe()}; nothing was started. Raise max_total_tokens / max_total_price to let it "
+                "spend more."
             )
 
     def attach(self, run_id: str) -> None:
@@ -112,9 +115,12 @@ class UsageAccount:
     def report(self, *, app: str, elapsed_time: float | None = None, budget_exceeded: bool = False) -> dict[str, Any]:
         """Push XCom ``usage``, log the spend, emit the metrics; returns the usage."""
         usage = self.usage(elapsed_time=elapsed_time)
-        if self.meter.source != "stream":
+        if self.meter.source == "run record":
             self.log.info("Dify run %s: only its total_tokens is known (the wait was by polling, and a run's record "
                           "has no price or prompt/completion split)", self.run_id)
+        elif not self.meter.complete:
+            self.log.info("Dify run %s: its stream broke, so the price and the prompt/completion split count only "
+                          "the nodes that finished before; total_tokens is the run record's", self.run_id)
         self.log.info("Dify run %s %s", self.run_id, describe(usage))
         self.context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
         self.save()

@@ -269,6 +269,7 @@ class ChatEngine:
         assert message is not None
         message.usage = chat.usage(message)
         node.tokens, node.price = message.usage["total_tokens"], message.usage["total_price"]
+        node.prompt_tokens = message.usage["prompt_tokens"]
         node.outputs = {"text": message.answer}
 
     def chatflow_paused(self, run: Run) -> dict[str, Any]:

@@ -65,6 +65,11 @@ class EmulatorConfig(BaseModel):
         description="List unfinished runs in GET /workflows/logs (status running, totals 0): 1.13.2 writes the "
         "log row at workflow_started; False: only once the run has finished, as older pipelines did.",
     )
+    live_run_totals: bool = Field(
+        False,
+        description="GET /workflows/run/{id} shows a running run's total_tokens and total_steps so far. False: "
+        "0 until the run ends (1.13.2 writes them only then); True: a server that updates them as nodes finish.",
+    )
     pre_113_disconnect: bool = Field(
         False, description="Dify <= 1.12: a streaming client that hangs up orphans its run (running forever)."
     )

@@ -68,6 +68,8 @@ class NodeSpec(_Frozen):
     title: str = ""
     seconds: float | None = Field(default=None, ge=0)
     tokens: int | None = Field(default=None, ge=0)
+    #: ``execution_metadata.total_price`` (a decimal string); default: tokens x 0.000002 USD.
+    price: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?$")
     text_chunks: tuple[tuple[str, tuple[str, ...]], ...] = ()
     hold: bool = False
 

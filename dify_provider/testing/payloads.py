@@ -78,13 +78,22 @@ def node_finished(run: Run, node: Node) -> dict[str, Any]:
     finished = node.finished_at if node.finished_at is not None else time.time()
     price = node.price if node.price is not None else f"{node.tokens * 0.000002:.7f}"
     metadata = {"total_tokens": node.tokens, "total_price": price, "currency": "USD"} if node.tokens else None
+    process_data: dict[str, Any] = {}
+    outputs = node.outputs
+    if node.node_type == "llm" and node.tokens and node.status == "succeeded":
+        # An LLM node's outputs and process_data carry its usage, split (``jsonable_encoder``ed:
+        # prices as floats there); the split is three quarters prompt unless the node says.
+        prompt = node.prompt_tokens if node.prompt_tokens is not None else node.tokens - node.tokens // 4
+        usage = {"prompt_tokens": prompt, "completion_tokens": node.tokens - prompt, "total_tokens": node.tokens,
+                 "total_price": float(price), "currency": "USD", "latency": round(finished - node.started_at, 3)}
+        process_data, outputs = {"usage": usage}, {**node.outputs, "usage": usage}
     data = {
         **_node_ids(node),
         "inputs": node.inputs,
         "inputs_truncated": False,
-        "process_data": {},
+        "process_data": process_data,
         "process_data_truncated": False,
-        "outputs": node.outputs,
+        "outputs": outputs,
         "outputs_truncated": False,
         "status": node.status,
         "error": node.error,
@@ -217,8 +226,10 @@ def listed_in_logs(run: Run, running_runs: bool) -> bool:
     return running_runs or (run.terminal and not run.shows_running)
 
 
-def run_detail(run: Run) -> dict[str, Any]:
+def run_detail(run: Run, *, live_totals: bool = False) -> dict[str, Any]:
     steps, tokens, elapsed, finished = _shown_totals(run)
+    if live_totals and not finished:
+        steps, tokens = run.steps, run.tokens
     shown = run.api_status
     outputs = run.outputs if run.terminal and not run.shows_running and run.outputs is not None else {}
     return {

@@ -77,6 +77,8 @@ class Node:
     tokens: int = 0
     #: ``execution_metadata.total_price`` when the usage formula priced it (a chatflow's LLM node).
     price: str | None = None
+    #: An LLM node's prompt tokens (the rest of ``tokens`` are completion); None: three quarters.
+    prompt_tokens: int | None = None
 
 
 @dataclass(eq=False)

@@ -158,7 +158,7 @@ class EmulatorState(Registry):
             seconds = spec.seconds if spec is not None and spec.seconds is not None else scenario.step_seconds
             await asyncio.sleep(seconds)
             if spec is not None and spec.tokens is not None:
-                node.tokens = spec.tokens
+                node.tokens, node.price = spec.tokens, spec.price
             elif run.message is None:
                 node.tokens = scenario.tokens_per_step
             if failing and last:

@@ -122,7 +122,7 @@ async def run_detail(ctx: Ctx) -> Response:
         if not _is_uuid(run_id):  # checked only here, off the polled path
             raise DifyError(500, "unknown", "Internal Server Error")  # Postgres rejects the uuid cast
         raise not_found("Workflow run not found.")
-    return JSONResponse(payloads.run_detail(run))
+    return JSONResponse(payloads.run_detail(run, live_totals=ctx.state.config.live_run_totals))
 
 
 def _is_uuid(value: str) -> bool:
