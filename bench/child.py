@@ -75,6 +75,18 @@ def _redirect_output(log_path: str) -> IO[str]:
     return proto
 
 
+class _Unbudgeted:
+    """A try's usage account without Airflow: meters every event, never over a budget."""
+
+    def __init__(self) -> None:
+        from dify_provider.client.usage import UsageMeter
+
+        self.meter = UsageMeter()
+
+    def see(self, event: Any) -> None:
+        self.meter.see(event)
+
+
 def _say(proto: IO[str], **message: Any) -> None:
     proto.write(json.dumps(message) + "\n")
     proto.flush()
@@ -182,7 +194,8 @@ def run_streams(spec: dict[str, Any], proto: IO[str]) -> None:
             run_id, began_following = mine if mine else ("?", None)
             try:
                 with stream.hang_up_at(began + operator.timeout) as deadline:
-                    attempt = types.SimpleNamespace(started=began)  # all of a try it reads
+                    # All of a try it reads: the start time, and an account (no budget) that meters the events.
+                    attempt = types.SimpleNamespace(started=began, account=_Unbudgeted())
                     snapshot = operator._follow_stream(attempt, stream, run_id, deadline)
                 results[index] = {"run_id": run_id, "poller": "stream", "polls": 0, "errors": 0,
                                   "started": began_following, "detected": time.monotonic(),

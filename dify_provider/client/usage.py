@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dify_provider.client import errors as e
-from dify_provider.client.models import NodeFinishedEvent, StreamEvent, WorkflowFinishedEvent
+
+if TYPE_CHECKING:  # events are told apart by name: a DAG file importing an operator loads no models
+    from dify_provider.client.models import StreamEvent
 
 #: ``max_total_price``'s form: an amount and the ISO currency the app's model prices are in.
 _PRICE = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s+(?P<currency>[A-Za-z]{3})\s*$")
@@ -65,7 +67,7 @@ class NodeUsage:
     elapsed_time: float | None = None
 
     @classmethod
-    def from_event(cls, event: NodeFinishedEvent) -> NodeUsage | None:
+    def from_event(cls, event: StreamEvent) -> NodeUsage | None:
         data = event.data
         metadata = data.get("execution_metadata") or {}
         if not isinstance(metadata, dict):
@@ -125,14 +127,15 @@ class UsageMeter:
         """Take one event; True when the spend grew (the moment to check a budget)."""
         before = self.total_tokens, self.total_price
         self.streamed = True
-        if isinstance(event, NodeFinishedEvent):
+        kind = event.event
+        if kind == "node_finished":
             node = NodeUsage.from_event(event)
             if node is None:
                 return False
             self.nodes.append(node)
-        elif event.event == "message_end":
+        elif kind == "message_end":
             self.message, self.complete = getattr(event, "usage", None), True
-        elif isinstance(event, WorkflowFinishedEvent):
+        elif kind == "workflow_finished":
             self.complete = True
             tokens = _tokens(event.data.get("total_tokens"))
             if tokens is not None:

@@ -37,6 +37,7 @@ IN_SECOND_NODE = Scenario(
 def test_defaults_are_dify_1132() -> None:
     assert EmulatorConfig().model_dump() == {
         "server_version": "1.13.2",
+        "live_run_totals": False,
         "version_header": True,
         "index_route": False,
         "ping_interval": 10.0,

@@ -56,8 +56,8 @@ def test_streamed_run_reports_every_spending_node(dify_emulator: DifyEmulator, d
     assert {k: usage[k] for k in ("total_tokens", "prompt_tokens", "completion_tokens", "currency", "source")} == {
         "total_tokens": 200, "prompt_tokens": 150, "completion_tokens": 50, "currency": "USD", "source": "stream"}
     assert usage["total_price"] == "0.0004"  # a decimal string: summed as Decimal, no float cents lost
-    assert [(n["node_id"], n["title"], n["node_type"], n["total_tokens"], n["total_price"]) for n in usage["nodes"]] == [
-        ("draft", "Draft", "llm", 100, "0.0002"), ("review", "Review", "llm", 100, "0.0002")]
+    nodes = [(n["node_id"], n["title"], n["node_type"], n["total_tokens"], n["total_price"]) for n in usage["nodes"]]
+    assert nodes == [("draft", "Draft", "llm", 100, "0.0002"), ("review", "Review", "llm", 100, "0.0002")]
     assert all(n["elapsed_time"] >= 0 for n in usage["nodes"])
     assert (usage["try_number"], result.xcom("run", key="total_tokens")) == (1, 200)
     assert "used 200 tokens (150 prompt + 50 completion), 0.0004 USD, in 2 nodes" in result.log("run")
