@@ -210,3 +210,28 @@ def test_retries_get_their_own_trace_id(dify_emulator: DifyEmulator, dag_id: str
     first, second = (r.headers["x-trace-id"] for r in dify_emulator.requests_to("POST", "/workflows/run"))
     assert first != second
     assert Decimal(0) <= Decimal(result.xcom("run", key="usage")["total_price"])
+
+
+def test_inside_an_opentelemetry_span_dify_gets_its_trace(dify_emulator: DifyEmulator, dag_id: str) -> None:
+    """Airflow's task spans (or a DAG author's own): Dify's trace id is the span's, and
+    ``traceparent`` goes along, so both traces share one id."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("dify-test")  # a local provider: the global one is untouched
+    seen: dict[str, str] = {}
+
+    class InSpan(DifyRunWorkflowOperator):
+        def execute(self, context: Any) -> Any:
+            with tracer.start_as_current_span("pipeline-step") as span:
+                seen["trace_id"] = f"{span.get_span_context().trace_id:032x}"
+                seen["span_id"] = f"{span.get_span_context().span_id:016x}"
+                seen["flags"] = f"{int(span.get_span_context().trace_flags):02x}"
+                return super().execute(context)
+
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        InSpan(task_id="run", inputs={"text": "x"})
+    result = run_dag(dag)
+    assert result.state == "success"
+    (start,) = dify_emulator.requests_to("POST", "/workflows/run")
+    assert start.headers["x-trace-id"] == seen["trace_id"] == result.xcom("run", key="trace_id")
+    assert start.headers["traceparent"] == f"00-{seen['trace_id']}-{seen['span_id']}-{seen['flags']}"
