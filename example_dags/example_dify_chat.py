@@ -2,7 +2,7 @@
 
 Each ``ask`` task sends one message with ``DifyChatOperator`` (connection ``dify_chat``: the
 chatflow app's API key) and returns the answer; its XComs hold the message and conversation ids,
-the chatflow's run id, the usage Dify reported (tokens, price, currency, latency) and the
+the chatflow's run id, the usage Dify reported (tokens, price, currency, per node) and the
 citations (``retriever_resources``) when the app retrieves from a knowledge base. ``report``
 prints each answer with its citations and totals the usage of the batch.
 """

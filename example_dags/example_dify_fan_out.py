@@ -1,13 +1,18 @@
-"""Fan out: one Dify run per item with dynamic task mapping, then total the tokens.
+"""Fan out: one Dify run per item with dynamic task mapping, then the DAG run's spend per task.
 
 ``expand`` creates one task instance, hence one Dify run, per input. Each mapped instance has its
 own default Dify ``user`` (it includes the map index), so a retry of one item re-attaches to that
-item's run and never to a sibling's.
+item's run and never to a sibling's. Each has a budget too: a run that spends more than
+``max_total_tokens`` (over all tries of its task) is stopped and its task fails without retries.
+
+``spend`` reads the ``usage`` XCom of every mapped task (tokens, price and currency as Dify
+reported them, per node) and prints a table of what each task spent, with the DAG run's total.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import pendulum
@@ -28,16 +33,27 @@ def example_dify_fan_out() -> None:
     def items() -> list[dict[str, Any]]:
         return [{"text": word} for word in ("alpha", "beta", "gamma")]
 
-    runs = DifyRunWorkflowOperator.partial(task_id="run").expand(inputs=items())
+    runs = DifyRunWorkflowOperator.partial(task_id="run", max_total_tokens=10_000).expand(inputs=items())
 
     @task
-    def total_tokens(counts: Sequence[int | None]) -> int:
-        total = sum(int(count or 0) for count in counts)
-        print(f"total_tokens={total} over {len(counts)} runs")
-        return total
+    def spend(usages: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        """A table of each mapped task's spend; prices are decimal strings, summed as Decimal."""
+        tokens, price, currencies = 0, Decimal(0), set()
+        print(f"{'task':<8} {'tokens':>8} {'price':>12}  currency  nodes")
+        for index, usage in enumerate(usages):
+            usage = usage or {}
+            tokens += int(usage.get("total_tokens") or 0)
+            if usage.get("total_price") is not None:
+                price += Decimal(usage["total_price"])
+                currencies.add(usage.get("currency"))
+            print(f"{f'run[{index}]':<8} {usage.get('total_tokens', 0):>8,} {usage.get('total_price', '-'):>12}  "
+                  f"{usage.get('currency') or '-':<8}  {len(usage.get('nodes') or [])}")
+        currency = currencies.pop() if len(currencies) == 1 else None
+        print(f"{'total':<8} {tokens:>8,} {price:>12}  {currency or '-':<8}")
+        return {"runs": len(usages), "total_tokens": tokens, "total_price": str(price), "currency": currency}
 
     # One value per mapped run, in map-index order.
-    total_tokens(XComArg(runs, key="total_tokens"))
+    spend(XComArg(runs, key="usage"))
 
 
 example_dify_fan_out()

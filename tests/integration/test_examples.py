@@ -153,8 +153,18 @@ def test_fan_out_sums_the_tokens_of_every_mapped_run(
         assert run.inputs["text"] == word
         assert result.xcom("run", map_index=index) == run.outputs
         assert result.xcom("run", key="total_tokens", map_index=index) == run.total_tokens
-    assert result.xcom("total_tokens") == sum(r.total_tokens for r in runs) == 38
-    assert "total_tokens=38 over 3 runs" in capsys.readouterr().out
+    totals = result.xcom("spend")
+    assert totals["total_tokens"] == sum(r.total_tokens for r in runs) == 38
+    prices = [Decimal(result.xcom("run", key="usage", map_index=i)["total_price"]) for i in range(3)]
+    assert Decimal(totals["total_price"]) == sum(prices) == Decimal(38) * Decimal("0.000002")
+    assert (totals["runs"], totals["currency"]) == (3, "USD")
+    printed = capsys.readouterr().out.splitlines()
+    for index in range(3):  # one table row per mapped task: its tokens, price, currency and nodes
+        usage = result.xcom("run", key="usage", map_index=index)
+        (row,) = (line.split() for line in printed if line.startswith(f"run[{index}] "))
+        assert row[1:] == [str(usage["total_tokens"]), usage["total_price"], "USD", "2"]
+    (total,) = (line.split() for line in printed if line.startswith("total "))
+    assert total[1:] == ["38", totals["total_price"], "USD"]
 
 
 def test_wait_external_run_given_as_a_param(dify_emulator: DifyEmulator) -> None:
