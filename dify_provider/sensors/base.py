@@ -72,6 +72,10 @@ class RunPollingSensor(BaseSensorOperator):
     def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> RunPollingTrigger:
         """The trigger to defer to, given the shared keyword arguments and the last poll."""
 
+    def observe(self, snapshot: Snapshot) -> None:
+        """Called with every snapshot the sensor acts on (each poll, the trigger's last event),
+        before it acts; a backend keeps what it needs from it (e.g. lineage facts). No-op here."""
+
     def _logger(self, context: Context, snapshot: Snapshot) -> WaitLogger:
         """One logger per wait. A rescheduled sensor is a new process at every poke, so the
         memory of progress lines already shown lives in the task's state (the task state store,
@@ -107,6 +111,7 @@ class RunPollingSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         snapshot = self.poll_once()
+        self.observe(snapshot)
         if snapshot.verdict is Verdict.WAIT:
             self._say(context, snapshot)
             return False
@@ -121,6 +126,7 @@ class RunPollingSensor(BaseSensorOperator):
                 return self._execute_then_forget_progress(context, store)
             return super().execute(context)
         snapshot = self.poll_once()  # already over? then no deferral round trip at all
+        self.observe(snapshot)
         if snapshot.verdict is not Verdict.WAIT:
             self._say(context, snapshot, final=True)
             return conclude(snapshot, self.log, terminal_failure_retries=False)
@@ -155,6 +161,7 @@ class RunPollingSensor(BaseSensorOperator):
             snapshot = Snapshot.from_event(event)
         except ValueError as exc:
             raise AirflowException(str(exc)) from None
+        self.observe(snapshot)
         return conclude(snapshot, self.log, terminal_failure_retries=False)
 
     def _get_next_poke_interval(self, started_at: Any, run_duration: Any, poke_count: int) -> float:

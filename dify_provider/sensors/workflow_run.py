@@ -9,6 +9,7 @@ from dify_provider.client._checks import check_uuid
 from dify_provider.client.errors import DifyError
 from dify_provider.client.status import WaitPolicy
 from dify_provider.client.waiting import Snapshot, snapshot_of_error, snapshot_of_run
+from dify_provider.lineage import DifyLineageMixin, lineage_namespace
 from dify_provider.links import console_logs_url
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 from dify_provider.sensors.base import RunPollingSensor
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from dify_provider.triggers.workflow_run import WorkflowRunTrigger
 
 
-class WorkflowRunSensor(RunPollingSensor):
+class WorkflowRunSensor(DifyLineageMixin, RunPollingSensor):
     """Pokes ``GET /workflows/run/{workflow_run_id}`` until the run ends.
 
     On success the XCom return value is the run detail (status, outputs, total_tokens,
@@ -68,8 +69,37 @@ class WorkflowRunSensor(RunPollingSensor):
         except DifyError as exc:
             return snapshot_of_error(self.workflow_run_id, exc)
         settings = self.hook.settings
-        self._console_link = console_logs_url(settings.console_url, settings.app_id or run.app_id, run.id)
+        self._app_id = settings.app_id or run.app_id
+        self._console_link = console_logs_url(settings.console_url, self._app_id, run.id)
         return snapshot_of_run(run, self.policy, console_link=self._console_link)
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Keep the run's last known facts for OpenLineage: a poll that learnt nothing (a transient
+        error) keeps what an earlier one saw, and a sensor that times out reports the last status."""
+        namespace, app_id = self._server_facts()
+        detail = snapshot.detail
+        seen = {
+            "namespace": namespace,
+            "app": app_id,
+            "app_id": app_id,
+            "kind": "workflow_run",
+            "run_id": snapshot.run_id,
+            "status": snapshot.status,
+            "total_tokens": detail.get("total_tokens"),
+            "elapsed_time": detail.get("elapsed_time"),
+        }
+        known = dict(self._lineage_facts or {})
+        known.update((key, value) for key, value in seen.items() if value is not None)
+        self._lineage_facts = known
+
+    def _server_facts(self) -> tuple[str | None, str | None]:
+        """(namespace, app id) from the connection; (None, None) when it cannot be read, which has
+        already failed the sensor or will: lineage never adds a failure of its own."""
+        try:
+            settings = self.hook.settings
+        except Exception:
+            return None, None
+        return lineage_namespace(settings.config.base_url), getattr(self, "_app_id", None) or settings.app_id
 
     def build_trigger(self, run_id: str, *, last: Snapshot, **common: Any) -> WorkflowRunTrigger:
         from dify_provider.triggers.workflow_run import WorkflowRunTrigger
