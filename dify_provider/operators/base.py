@@ -20,6 +20,7 @@ from dify_provider.client import errors as e
 from dify_provider.client.status import Reason, Verdict, WaitPolicy
 from dify_provider.client.usage import Budget
 from dify_provider.client.waiting import PollSchedule, Snapshot, snapshot_of_error, snapshot_of_run, timeout_snapshot
+from dify_provider.lineage import DifyLineageMixin, lineage_namespace
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
 from dify_provider.operators.run_memory import RunMemory
 from dify_provider.operators.streaming import may_hang_up
@@ -50,7 +51,7 @@ class RunTry:
     account: UsageAccount
 
 
-class DifyRunOperatorBase(BaseOperator):
+class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
     """Shared by the operators that start a Dify run; not for use in DAGs by itself."""
 
     operator_extra_links = (DifyRunLink(),)
@@ -168,7 +169,7 @@ class DifyRunOperatorBase(BaseOperator):
         """Start a try's bookkeeping; a try whose task already spent its budget goes no further."""
         account = self._account = UsageAccount(context, memory, self.budget, self.log)
         account.refuse_if_spent(self._app_label())
-        trace_id = dict(client.config.extra_headers).get("X-Trace-Id")
+        trace_id = self._trace_id = dict(client.config.extra_headers).get("X-Trace-Id")
         if trace_id:
             context["ti"].xcom_push(key=TRACE_XCOM_KEY, value=trace_id)
             self.log.info("Dify trace id %s (sent as X-Trace-Id; Dify's tracing integrations show it)", trace_id)
@@ -183,7 +184,7 @@ class DifyRunOperatorBase(BaseOperator):
         self.log.error("Budget exceeded: %s; stopping Dify %s %s", breach, self.run_noun, run_id)
         if self._dify_task_id:
             self._stop_run(t.client, t.user, t.memory, why=f"budget exceeded: {breach}")
-        t.account.report(app=self._app_label(), budget_exceeded=True)
+        self._note_lineage(t.account.report(app=self._app_label(), budget_exceeded=True), "stopped", run_id)
         raise BudgetExceededError(
             f"Dify {self.run_noun} {run_id} stopped: {breach}. Budget {self.budget.describe()} over all tries of "
             "this task; it fails without retries. Raise max_total_tokens / max_total_price to let it spend more."
@@ -203,7 +204,29 @@ class DifyRunOperatorBase(BaseOperator):
             account.attach(snapshot.run_id)
         account.see_run_total(snapshot.detail.get("total_tokens"))
         elapsed = snapshot.detail.get("elapsed_time")
-        return account.report(app=self._app_label(), elapsed_time=elapsed if isinstance(elapsed, int | float) else None)
+        elapsed = elapsed if isinstance(elapsed, int | float) else None
+        usage = account.report(app=self._app_label(), elapsed_time=elapsed)
+        self._note_lineage(usage, snapshot.status or None, snapshot.run_id or account.run_id)
+        return usage
+
+    #: How OpenLineage facts name the app's mode when the operator did not read it.
+    app_mode: str | None = None
+
+    def _note_lineage(self, usage: dict[str, Any], status: str | None, run_id: str | None) -> None:
+        """What the try's OpenLineage COMPLETE/FAIL event says of its run (:mod:`dify_provider.lineage`)."""
+        try:
+            settings = self.hook.settings
+            namespace, app_id = lineage_namespace(settings.config.base_url), settings.app_id
+        except Exception:  # lineage never fails a task
+            namespace, app_id = None, None
+        self._lineage_facts = {
+            "namespace": namespace, "app": getattr(self, "_app_name", None) or app_id or self.dify_conn_id,
+            "app_id": app_id, "app_mode": getattr(self, "_mode", None) or self.app_mode, "run_id": run_id,
+            "kind": "workflow_run" if self._dify_run_id else "message", "status": status,
+            **{key: usage.get(key) for key in ("total_tokens", "prompt_tokens", "completion_tokens", "total_price",
+                                               "currency", "elapsed_time")},
+            "trace_id": getattr(self, "_trace_id", None),
+        }
 
     def _push_ids(self, t: RunTry, run_id: str, task_id: str | None, app_id: str | None = None) -> str | None:
         """Store the run's ids where a retry, a kill and the UI link will look; returns the link."""

@@ -63,6 +63,7 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
     """
 
     template_fields = ("inputs", "user", "files", "workflow_id", "dify_conn_id")
+    app_mode = "workflow"
     template_fields_renderers = {"inputs": "json", "files": "json"}
 
     def __init__(

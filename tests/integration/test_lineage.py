@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,7 @@ db.initdb()
 from airflow.providers.common.compat.sdk import DAG
 
 import dify_provider
+from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.sensors.workflow_run import WorkflowRunSensor
 from dify_provider.testing.airflow import test_dag
 
@@ -235,6 +237,7 @@ print("package:", dify_provider.__file__)
 with DAG("lineage", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
     WorkflowRunSensor(task_id="done", workflow_run_id=os.environ["DONE_RUN"], poke_interval=0.05, timeout=30)
     WorkflowRunSensor(task_id="broke", workflow_run_id=os.environ["BROKE_RUN"], poke_interval=0.05, timeout=30)
+    DifyRunWorkflowOperator(task_id="run", inputs={"text": "lineage"})
 print("dag run:", test_dag(dag).state)
 """
 
@@ -305,5 +308,13 @@ def test_openlineage_events_carry_the_dify_run(dify_emulator: DifyEmulator, tmp_
     assert (complete["inputs"], complete["outputs"]) == ([], [])
     facet = failed["run"]["facets"][DIFY_RUN_FACET]
     assert (facet["runId"], facet["status"], facet["appId"]) == (broke, "failed", app_id)
+    # the operator's run: its spend from the stream, its mode and the trace id it sent
+    facet = by_task[("lineage.run", "COMPLETE")]["run"]["facets"][DIFY_RUN_FACET]
+    (started,) = (r for r in dify_emulator.requests_to("POST", "/workflows/run") if "x-trace-id" in r.headers)
+    ran = dify_emulator.runs[facet["runId"]]
+    assert (facet["status"], facet["kind"], facet["appMode"], facet["totalTokens"]) == (
+        "succeeded", "workflow_run", "workflow", ran.total_tokens)
+    assert Decimal(facet["totalPrice"]) > 0
+    assert (facet["currency"], facet["traceId"]) == ("USD", started.headers["x-trace-id"])
     # and the START events, before any poll, carry none
     assert DIFY_RUN_FACET not in by_task[("lineage.done", "START")]["run"]["facets"]
