@@ -8,10 +8,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowException
+
 from dify_provider.client import ClientConfig, DifyClient
+from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.testing import DifyEmulator, Scenario
 
 DETAIL = "GET"
+
+
+class FailAfterSuccess(DifyRunWorkflowOperator):
+    """Try 1's run succeeds, then something downstream of it breaks: try 2 must start a new run."""
+
+    def execute(self, context: Any) -> Any:
+        outputs = super().execute(context)
+        if context["ti"].try_number == 1:
+            raise AirflowException("downstream of the run, something broke")
+        return outputs
 
 
 def start_run(emu: DifyEmulator, scenario: Scenario | None = None, *, app: str = "echo",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import DAG, AirflowException, task
 from airflow_harness import run_dag
-from dify_helpers import finish_first_run_after_polls
+from dify_helpers import FailAfterSuccess, finish_first_run_after_polls
 
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.testing import DifyEmulator, Fault, Scenario
@@ -277,14 +277,6 @@ def test_key_never_reaches_logs_or_xcom(dify_emulator: DifyEmulator, dag_id: str
 
 def test_clearing_a_task_starts_a_new_run_not_the_old_answer(dify_emulator: DifyEmulator, dag_id: str) -> None:
     """Try 1 succeeds; a simulated failure after it forces try 2, which must not reuse run 1."""
-
-    class FailAfterSuccess(DifyRunWorkflowOperator):
-        def execute(self, context: Any) -> Any:
-            outputs = super().execute(context)
-            if context["ti"].try_number == 1:
-                raise AirflowException("downstream of the run, something broke")
-            return outputs
-
     result = run_dag(op_dag(dag_id, cls=FailAfterSuccess, retries=1, retry_delay=timedelta(0)))
     assert result.state == "success"
     assert starts(dify_emulator) == 2

@@ -10,8 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import DAG, AirflowException
+from airflow.providers.common.compat.sdk import DAG
 from airflow_harness import run_dag
+from dify_helpers import FailAfterSuccess
 
 from dify_provider.operators.chat import DifyChatOperator
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
@@ -196,15 +197,8 @@ def test_every_request_carries_the_trace_id_in_xcom(dify_emulator: DifyEmulator,
 
 
 def test_retries_get_their_own_trace_id(dify_emulator: DifyEmulator, dag_id: str) -> None:
-    class FailFirst(DifyRunWorkflowOperator):
-        def execute(self, context: Any) -> Any:
-            outputs = super().execute(context)
-            if context["ti"].try_number == 1:
-                raise AirflowException("something downstream of the run broke")
-            return outputs
-
     with DAG(dag_id, schedule=None, start_date=START) as dag:
-        FailFirst(task_id="run", inputs={"text": "x"}, retries=1, retry_delay=timedelta(0))
+        FailAfterSuccess(task_id="run", inputs={"text": "x"}, retries=1, retry_delay=timedelta(0))
     result = run_dag(dag)
     assert result.state == "success"
     first, second = (r.headers["x-trace-id"] for r in dify_emulator.requests_to("POST", "/workflows/run"))
