@@ -18,6 +18,7 @@ from dify_provider.testing import DifyEmulator, NodeSpec, Scenario
 
 pytestmark = pytest.mark.airflow
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+REPO = Path(__file__).resolve().parents[2]
 NODES = (NodeSpec(id="start", type="start", tokens=0), NodeSpec(id="draft", type="llm", tokens=120, price="0.0123"),
          NodeSpec(id="end", type="end", tokens=0))
 
@@ -77,6 +78,7 @@ def test_usage_metrics_reach_statsd(dify_emulator: DifyEmulator, tmp_path: Path)
     listener = StatsdListener()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update({
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),  # this checkout
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__METRICS__STATSD_ON": "True",
         "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
@@ -89,7 +91,7 @@ def test_usage_metrics_reach_statsd(dify_emulator: DifyEmulator, tmp_path: Path)
     finally:
         listener.close()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert listener.sent("dify.tokens") == [("120", "c")]
+    assert listener.sent("dify.tokens") == [("120", "c")], done.stdout[-3000:]
     assert listener.sent("dify.prompt_tokens") == [("90", "c")]
     assert listener.sent("dify.completion_tokens") == [("30", "c")]
     assert listener.sent("dify.price_micros") == [("12300", "c")]  # 0.0123 USD in millionths
