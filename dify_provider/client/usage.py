@@ -28,6 +28,8 @@ from dify_provider.client import errors as e
 if TYPE_CHECKING:  # events are told apart by name: a DAG file importing an operator loads no models
     from dify_provider.client.models import StreamEvent
 
+#: The events that may carry spend; every other kind is passed over at once.
+_SPENDING_EVENTS = frozenset({"node_finished", "message_end", "workflow_finished"})
 #: ``max_total_price``'s form: an amount and the ISO currency the app's model prices are in.
 _PRICE = re.compile(r"^\s*(?P<amount>\d+(?:\.\d+)?)\s+(?P<currency>[A-Za-z]{3})\s*$")
 
@@ -103,8 +105,9 @@ class NodeUsage:
 class UsageMeter:
     """Spend of one run or message so far, from its events and its record.
 
-    :meth:`see` takes every stream event (cheap for the ones that carry no spend);
-    :meth:`see_run_total` the ``total_tokens`` of a polled run record.
+    :meth:`see` takes every stream event; the totals are kept running as nodes arrive, so an
+    event costs the same however long the run (an event without spend is a string comparison).
+    :meth:`see_run_total` takes the ``total_tokens`` of a polled run record.
     """
 
     nodes: list[NodeUsage] = field(default_factory=list)
@@ -114,6 +117,11 @@ class UsageMeter:
     #: Events were read (some spend may be in them), and the stream was read to its end.
     streamed: bool = False
     complete: bool = False
+    _node_tokens: int = 0
+    _node_prices: dict[str, Decimal] = field(default_factory=dict)  # per currency ("" when unnamed)
+    _prompt: int = 0
+    _completion: int = 0
+    _split_everywhere: bool = True
 
     @property
     def source(self) -> str:
@@ -125,24 +133,36 @@ class UsageMeter:
 
     def see(self, event: StreamEvent) -> bool:
         """Take one event; True when the spend grew (the moment to check a budget)."""
-        before = self.total_tokens, self.total_price
         self.streamed = True
         kind = event.event
+        if kind not in _SPENDING_EVENTS:
+            return False
+        before = self.total_tokens, self.total_price
         if kind == "node_finished":
             node = NodeUsage.from_event(event)
             if node is None:
                 return False
-            self.nodes.append(node)
+            self._add(node)
         elif kind == "message_end":
             self.message, self.complete = getattr(event, "usage", None), True
-        elif kind == "workflow_finished":
+        else:  # workflow_finished
             self.complete = True
             tokens = _tokens(event.data.get("total_tokens"))
             if tokens is not None:
                 self.run_tokens = max(self.run_tokens or 0, tokens)
-        else:
-            return False
         return (self.total_tokens, self.total_price) != before
+
+    def _add(self, node: NodeUsage) -> None:
+        self.nodes.append(node)
+        self._node_tokens += node.total_tokens
+        if node.total_price is not None:
+            currency = node.currency or ""
+            self._node_prices[currency] = self._node_prices.get(currency, Decimal(0)) + node.total_price
+        if node.prompt_tokens is None or node.completion_tokens is None:
+            self._split_everywhere = False
+        else:
+            self._prompt += node.prompt_tokens
+            self._completion += node.completion_tokens
 
     def see_run_total(self, tokens: Any) -> bool:
         tokens = _tokens(tokens)
@@ -154,14 +174,17 @@ class UsageMeter:
     @property
     def total_tokens(self) -> int:
         message = self.message.total_tokens if self.message is not None else 0
-        return max(self.run_tokens or 0, message, sum(n.total_tokens for n in self.nodes))
+        return max(self.run_tokens or 0, message, self._node_tokens)
+
+    def _message_price(self) -> Decimal | None:
+        return _price(self.message.total_price) if self.message is not None else None
 
     @property
     def currencies(self) -> list[str]:
-        found = [n.currency for n in self.nodes if n.total_price is not None and n.currency]
-        if self.message is not None and self.message.currency and _price(self.message.total_price):
-            found.append(self.message.currency)
-        return sorted(set(found))
+        found = {currency for currency in self._node_prices if currency}
+        if self.message is not None and self.message.currency and self._message_price():
+            found.add(self.message.currency)
+        return sorted(found)
 
     @property
     def currency(self) -> str | None:
@@ -171,23 +194,19 @@ class UsageMeter:
     @property
     def total_price(self) -> Decimal | None:
         """None when no source gave a price, or when prices came in two currencies."""
+        message = self._message_price()
+        if not self._node_prices and message is None:
+            return None
         if len(self.currencies) > 1:
             return None
-        nodes = [n.total_price for n in self.nodes if n.total_price is not None]
-        message = _price(self.message.total_price) if self.message is not None else None
-        if not nodes and message is None:
-            return None
-        return max(sum(nodes, Decimal(0)), message or Decimal(0))
+        return max(sum(self._node_prices.values(), Decimal(0)), message or Decimal(0))
 
     def split(self) -> tuple[int, int] | None:
         """(prompt, completion) tokens, when a source split every token it counted."""
         if self.message is not None and self.message.total_tokens:
             return self.message.prompt_tokens, self.message.completion_tokens
-        if self.nodes and all(n.prompt_tokens is not None and n.completion_tokens is not None for n in self.nodes):
-            prompt = sum(n.prompt_tokens or 0 for n in self.nodes)
-            completion = sum(n.completion_tokens or 0 for n in self.nodes)
-            if prompt + completion == self.total_tokens:
-                return prompt, completion
+        if self.nodes and self._split_everywhere and self._prompt + self._completion == self.total_tokens:
+            return self._prompt, self._completion
         return None
 
     def as_dict(self) -> dict[str, Any]:
