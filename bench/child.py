@@ -15,6 +15,9 @@ exit status as ``{"exited": code}``.
 ``mode: "stream"`` measures the operator's streaming path instead: the child starts each run with
 ``DifyClient.run_workflow(..., response_mode="streaming")`` and follows it with the operator's own
 ``_follow_stream`` in a thread (the operator is synchronous), reporting when each sees the end.
+
+``mode: "usage"`` measures what usage accounting costs that path per event (:mod:`bench.usage`):
+in-memory streams through the real client and ``_follow_stream``, the emulator idle.
 """
 
 from __future__ import annotations
@@ -223,6 +226,24 @@ def run_streams(spec: dict[str, Any], proto: IO[str]) -> None:
     _say(proto, result=report)
 
 
+# --- usage accounting on the streaming path (in-memory streams, no emulator) ---------------------
+
+
+def run_usage(spec: dict[str, Any], proto: IO[str]) -> None:
+    from bench.usage import measure, prepare, warm_up
+
+    prepared = prepare(spec["nodes"], spec["chunks"], spec["seed"])
+    warm_up()
+    gc.collect()
+    _say(proto, ready={"events": [len(p.frames) for p in prepared]})
+    t0 = _read_go()
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    runs = [measure(p, int(spec["rounds"])) for p in prepared]
+    _say(proto, result={"cpu_seconds": cpu_seconds() - cpu0, "wall_seconds": time.monotonic() - wall0,
+                        "runs": runs})
+
+
 def run_spec(spec_path: str) -> None:
     """Run one spec in this process, then leave without clean-up (threads may still be parked)."""
     spec = json.loads(Path(spec_path).read_text())
@@ -234,6 +255,8 @@ def run_spec(spec_path: str) -> None:
     try:
         if spec.get("mode") == "stream":
             run_streams(spec, proto)
+        elif spec.get("mode") == "usage":
+            run_usage(spec, proto)
         else:
             run_pollers(spec, proto)
     except BaseException:

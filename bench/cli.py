@@ -1,4 +1,4 @@
-"""``python -m bench [--quick]``: run the four workloads, print the tables, write the JSON.
+"""``python -m bench [--quick]``: run the five workloads, print the tables, write the JSON.
 
 Layout on a two-core machine: the emulator (and this orchestrator, which only starts runs and ends
 them on schedule) on one core, every measured poller in a process of its own on the other.
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cost as cost_mod
+from bench import usage as usage_mod
 from bench.emulator import Emulator
 from bench.env import RESULTS, cores, machine, pin
 from bench.imports import run_imports
@@ -51,6 +52,9 @@ class Profile:
     scale: float = 20.0
     replicas: int = 3
     import_reps: int = 7
+    #: Usage accounting on the streaming path: runs of this many LLM nodes, passes per variant.
+    usage_nodes: tuple[int, ...] = (200, 2000)
+    usage_rounds: int = 3
     #: A first, unmeasured interpreter that fills the bytecode cache (the zygote mostly has).
     import_warmup: bool = True
     #: Probe imports while the rest runs (only where timings do not matter: the tiny code-path check).
@@ -62,10 +66,12 @@ class Profile:
 PROFILES = {
     "full": Profile("full", ns=(100, 1000, 3000), window=60.0),
     "quick": Profile("quick", ns=(1000,), window=12.0, grace=10.0, latency_runs=60, latency_max_polls=4,
-                     stream_runs=20, stream_window=6.0, scale=60.0, replicas=2, import_reps=3),
+                     stream_runs=20, stream_window=6.0, scale=60.0, replicas=2, import_reps=3,
+                     usage_nodes=(200, 500)),
     "tiny": Profile("tiny", ns=(5,), window=0.6, interval=0.3, min_end=0.35, grace=5.0, latency_runs=4,
                     latency_max_polls=2, stream_runs=3, stream_window=0.5, scale=600.0, replicas=1,
-                    import_reps=1, import_warmup=False, imports_in_background=True),
+                    import_reps=1, import_warmup=False, imports_in_background=True, usage_nodes=(10,),
+                    usage_rounds=1),
 }
 
 
@@ -119,6 +125,14 @@ def run(profile: Profile, out_dir: Path, keep: bool = False) -> dict[str, Any]:
             streaming = run_streaming(ws, emu, runs=profile.stream_runs, window=profile.stream_window,
                                       seed=profile.seed)
             results["latency"] = {"polling": polling, "streaming": streaming}
+            say(f"usage accounting: the streaming path's events with and without it ({profile.usage_rounds} "
+                f"passes at {', '.join(f'{n:,}' for n in profile.usage_nodes)} nodes) ...")
+            try:
+                results["usage"] = usage_mod.run_accounting(ws, emu, nodes=profile.usage_nodes,
+                                                            rounds=profile.usage_rounds, seed=profile.seed)
+            except Exception as exc:
+                results["failures"].append(f"usage accounting: {exc}")
+                traceback.print_exc()
             cpu_per_poll = _provider_cpu_ms(results["load"])
             results["cost"] = cost_mod.report(interval=profile.interval, backoff_max=BACKOFF_MAX, scale=profile.scale,
                                               cpu_ms_per_poll=cpu_per_poll, real_runs=polling.pop("extra_runs"))

@@ -80,6 +80,48 @@ def cost_table(cost: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+USAGE_LABELS = {
+    "none": "none (decode + the operator's loop)",
+    "meter": "`UsageMeter.see`",
+    "budget": "`UsageAccount.see`, budget on",
+}
+
+
+def usage_table(usage: dict[str, Any]) -> str:
+    lines = ["| run | usage accounting | events / s | µs / event | CPU over none | extra µs / event "
+             "| extra µs / node_finished | extra CPU per run (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in usage["runs"]:
+        run = f"{r['nodes']:,} LLM nodes, {r['events']:,} events"
+        for variant, label in USAGE_LABELS.items():
+            over = r["overhead"].get(variant)
+            extra = ("-", "-", "-", "-") if over is None else (
+                f"{over['pct']:+.1f}%", _f(over["us_per_event"], 1), _f(over["us_per_node_finished"], 0),
+                _f(over["cpu_s_per_run"], 2))
+            lines.append(f"| {run} | {label} | {r['events_per_s'][variant]:,} | {_f(r['us_per_event'][variant], 1)} "
+                         f"| {' | '.join(extra)} |")
+    lines += ["", f"Median CPU time of {usage['runs'][0]['rounds']} passes per cell (variants in turns, a fresh stream "
+              "and account each): a real `DifyClient` reading an in-memory SSE body (emulator payloads, "
+              f"{usage['chunks_per_llm_node']} `text_chunk` per LLM node, one frame per read; no socket) "
+              "through `_follow_stream`. The budget (`max_total_tokens`) is never reached; the spend is written into "
+              "a dict-backed task state store at most every 2 s "
+              f"({', '.join(str(r['state_writes_per_run']) for r in usage['runs'])} writes per run)."]
+    runs = sorted(usage["runs"], key=lambda r: r["nodes"])
+    if len(runs) > 1 and runs[0]["overhead"]["budget"]["us_per_event"] > 0:
+        small, large = runs[0], runs[-1]
+        grow = large["overhead"]["budget"]["us_per_event"] / small["overhead"]["budget"]["us_per_event"]
+        ratio = large["nodes"] / small["nodes"]
+        change = f"{grow:.1f}x from {small['nodes']:,} to {large['nodes']:,} nodes ({ratio:g}x the nodes)"
+        if grow >= ratio / 2:
+            lines += ["", f"The extra cost per event grows with the nodes already seen: {change}; a whole run's "
+                      "accounting CPU grows with the square of its length."]
+        elif grow <= 2:
+            lines += ["", f"The extra cost per event does not grow with the run: {change}."]
+        else:
+            lines += ["", f"The extra cost per event grows with the run: {change}."]
+    return "\n".join(lines)
+
+
 def _floor_note(cells: list[dict[str, Any]], n: int, peer: dict[str, Any]) -> str:
     """Where bare aiohttp (the library the trigger polls through) lands, so a missed stretch goal
     reads as what it is: a floor below which this design cannot go."""
@@ -169,6 +211,13 @@ def headlines(results: dict[str, Any]) -> list[str]:
     if lat and lat["streaming"]["latency_ms"]["p50"] and lat["polling"]["latency_ms"]["fixed"]["p50"]:
         s, p = lat["streaming"]["latency_ms"]["p50"], lat["polling"]["latency_ms"]["fixed"]["p50"]
         lines.append(f"Streaming sees a run end {p / s:.0f}x sooner than 2 s polling (p50 {s:.1f} ms vs {p:.0f} ms).")
+    usage = results.get("usage")
+    if usage and usage["runs"]:
+        r = max(usage["runs"], key=lambda r: r["nodes"])
+        over = r["overhead"]["budget"]
+        lines.append(f"Usage accounting on a {r['nodes']:,}-node run's stream: the operator consumes "
+                     f"{r['events_per_s']['budget']:,} events/s with it (budget on), {r['events_per_s']['none']:,} "
+                     f"without ({over['pct']:+.0f}% CPU, {over['us_per_event']:+.1f} µs per event).")
     imp = results.get("imports")
     if imp:
         lines.append(f"DAG parse: operator + sensor add {imp['extra_ms']:.0f} ms to `airflow.sdk`'s "
@@ -185,6 +234,8 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", "### Detection latency", "", latency_table(results["latency"])]
     if results.get("cost"):
         parts += ["", "### Cost per run", "", cost_table(results["cost"])]
+    if results.get("usage"):
+        parts += ["", "### Usage accounting on the streaming path", "", usage_table(results["usage"])]
     if results.get("imports"):
         imp = results["imports"]
         parts += ["", "### DAG-parse overhead", "",
@@ -199,6 +250,10 @@ def render(results: dict[str, Any]) -> str:
     if noisy:
         parts += ["", f"**Warning:** other processes used more than 0.2 of a core during {len(noisy)} load cell(s) "
                   "(column 'other tenants'): their figures are inflated; rerun on a quiet machine."]
+    foreign = (results.get("usage") or {}).get("foreign_cores") or 0
+    if foreign > 0.2:
+        parts += ["", f"**Warning:** other processes used {foreign:.2f} cores during the usage accounting workload: "
+                  "its figures are noisy; rerun on a quiet machine."]
     parts += ["", f"Duration: {results['duration_s']:.0f} s. Machine: {results['machine']['cpu']}, "
               f"{results['machine']['usable_cores']} cores, {results['machine']['memory_gb']} GB, "
               f"Python {results['machine']['python']}."]

@@ -72,11 +72,32 @@ def test_latency_cost_and_imports(tiny: tuple[dict[str, Any], str]) -> None:
     assert any(name.startswith("dify_provider.") for name in imports["slowest_own_modules_ms"])
 
 
+def test_usage_accounting(tiny: tuple[dict[str, Any], str]) -> None:
+    results, stdout = tiny
+    usage = results["usage"]
+    (run,) = usage["runs"]
+    assert run["nodes"] == 10
+    assert run["events"] == 5 * 10 + 2 * 2 + 1  # per LLM node 2 + 3 chunks; start and end; workflow_finished
+    assert run["run_tokens"] > 0  # and both accounts metered all of it (else the child fails)
+    assert run["state_writes_per_run"] >= 1
+    for variant in ("none", "meter", "budget"):
+        assert run["events_per_s"][variant] > 0, variant
+        assert run["us_per_event"][variant] > 0, variant
+        assert len(run["cpu_s"][variant]) == 1, variant
+    for variant in ("meter", "budget"):  # present and finite; no speed is asserted
+        assert set(run["overhead"][variant]) == {"pct", "us_per_event", "us_per_node_finished", "cpu_s_per_run"}
+        assert all(isinstance(v, int | float) for v in run["overhead"][variant].values()), variant
+    section = stdout.split("### Usage accounting on the streaming path", 1)[1].split("###", 1)[0]
+    assert "| 10 LLM nodes, 55 events | `UsageAccount.see`, budget on |" in section
+    assert any(line.startswith("Usage accounting on a 10-node run's stream") for line in
+               (h.removeprefix("- ") for h in stdout.splitlines()))
+
+
 def test_report_has_every_section(tiny: tuple[dict[str, Any], str]) -> None:
     results, stdout = tiny
     assert {g["goal"].split(":")[0] for g in results["goals"]} >= {"N=5", "streaming p50 < 50 ms"}
-    for heading in ("### Triggerer load", "### Detection latency", "### Cost per run", "### DAG-parse overhead",
-                    "### Goals"):
+    for heading in ("### Triggerer load", "### Detection latency", "### Cost per run",
+                    "### Usage accounting on the streaming path", "### DAG-parse overhead", "### Goals"):
         assert heading in stdout
     assert results["machine"]["usable_cores"] >= 1
     assert results["failures"] == []
