@@ -8,8 +8,10 @@ machinery once; an operator adds how it starts its run, reads its stream and sto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -165,15 +167,37 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
         except e.DifyConfigError as exc:  # the connection is wrong: a retry would read it again
             raise AirflowFailException(str(exc)) from exc
 
+    @contextlib.contextmanager
+    def _kept(self, memory: RunMemory, context: Context) -> Iterator[None]:
+        """Around a try: its record kept for the retries, and the spend so far saved into it
+        however the try ends (a budget counts what a failed try spent)."""
+        with memory.kept_for_retries(context):
+            try:
+                yield
+            except BaseException:
+                account = getattr(self, "_account", None)
+                if account is not None and account.context is context:
+                    with contextlib.suppress(Exception):  # never hide the try's own error
+                        account.save()
+                raise
+
     def _new_try(self, client: DifyClient, context: Context, memory: RunMemory, user: str) -> RunTry:
-        """Start a try's bookkeeping; a try whose task already spent its budget goes no further."""
+        """Start a try's bookkeeping; a try whose task already spent its budget goes no further
+        (and stops the run an earlier try left going, which would spend more)."""
         account = self._account = UsageAccount(context, memory, self.budget, self.log)
-        account.refuse_if_spent(self._app_label())
+        t = self._try = RunTry(client, context, memory, user, time.time(), account)
+        try:
+            account.refuse_if_spent(self._app_label())
+        except BudgetExceededError as exc:
+            record = memory.get()
+            if record.get("task_id") and not (record.get("stopped") or record.get("delivered")):
+                self._dify_run_id, self._dify_task_id = record.get("workflow_run_id"), record["task_id"]
+                self._stop_run(client, record.get("user") or user, memory, why=f"budget exceeded: {exc}")
+            raise
         trace_id = self._trace_id = dict(client.config.extra_headers).get("X-Trace-Id")
         if trace_id:
             context["ti"].xcom_push(key=TRACE_XCOM_KEY, value=trace_id)
             self.log.info("Dify trace id %s (sent as X-Trace-Id; Dify's tracing integrations show it)", trace_id)
-        t = self._try = RunTry(client, context, memory, user, time.time(), account)
         return t
 
     def _count(self, t: RunTry, breach: str | None) -> None:
@@ -336,7 +360,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
             raise AirflowException(str(exc)) from None
         self._dify_run_id, self._dify_task_id = snapshot.run_id, dify_task_id
         memory = RunMemory(context)
-        with memory.kept_for_retries(context):
+        with self._kept(memory, context):
             if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
                 with self._client(context) as client:
                     self._stop_run(client, user, memory, why=snapshot.message)

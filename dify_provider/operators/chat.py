@@ -112,7 +112,7 @@ class DifyChatOperator(DifyRunOperatorBase):
         query, inputs, files, conversation_id, workflow_id = self._checked_arguments()
         user = self.user or default_user(context, scope="dag_run")
         memory = RunMemory(context)
-        with memory.kept_for_retries(context), self._client(context) as client:
+        with self._kept(memory, context), self._client(context) as client:
             t = self._new_try(client, context, memory, user)
             mode = self._mode = self._app_mode(client)
             if not query.strip() and mode != COMPLETION:
@@ -314,8 +314,11 @@ class DifyChatOperator(DifyRunOperatorBase):
             client.stop_chat_message(task_id, user)
 
     def _resumed_mode(self) -> str | None:
+        """The mode an earlier try recorded (a task resumed, or a retry stopping its run)."""
         resumed = getattr(self, "_resumed", None)
-        return resumed[0].get().get("mode") if resumed is not None else None
+        attempt = getattr(self, "_try", None)
+        memory = resumed[0] if resumed is not None else attempt.memory if attempt is not None else None
+        return memory.get().get("mode") if memory is not None else None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
                          dify_task_id: str | None = None, user: str | None = None, **extra: Any) -> Any:

@@ -102,7 +102,7 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
         inputs, files, workflow_id = self._checked_arguments()
         user = self.user or default_user(context)
         memory = RunMemory(context)
-        with memory.kept_for_retries(context), self._client(context) as client:
+        with self._kept(memory, context), self._client(context) as client:
             t = self._new_try(client, context, memory, user)
             earlier = earlier_run(client, t.memory, self.policy, self.log, try_number=try_number(context),
                                   user=user, find_by_user=self.user is None)

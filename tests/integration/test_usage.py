@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG, AirflowException
 from airflow_harness import run_dag
 from dify_helpers import FailAfterSuccess
 
@@ -229,3 +229,27 @@ def test_inside_an_opentelemetry_span_dify_gets_its_trace(dify_emulator: DifyEmu
     (start,) = dify_emulator.requests_to("POST", "/workflows/run")
     assert start.headers["x-trace-id"] == seen["trace_id"] == result.xcom("run", key="trace_id")
     assert start.headers["traceparent"] == f"00-{seen['trace_id']}-{seen['span_id']}-{seen['flags']}"
+
+
+def test_a_crashed_try_s_spend_counts_and_its_run_is_stopped_by_the_refusal(dify_emulator: DifyEmulator,
+                                                                            dag_id: str) -> None:
+    """Try 1 dies mid-stream (not from the budget) once its run spent the whole budget (200
+    tokens, not over it); the spend is saved however the try ended (the throttled save had only the
+    first 100), so try 2 refuses to go on, and stops the run try 1 left going."""
+
+    dify_emulator.script("echo", Scenario(nodes=HELD))
+
+    class Dies(DifyRunWorkflowOperator):
+        def _on_stream_event(self, t: Any, stream: Any) -> None:
+            if t.context["ti"].try_number == 1 and t.account.meter.total_tokens >= 200:
+                raise AirflowException("the worker lost something, not the budget")
+
+    with DAG(dag_id, schedule=None, start_date=START) as dag:
+        Dies(task_id="run", inputs={"text": "x"}, max_total_tokens=200, retries=1, retry_delay=timedelta(0))
+    result = run_dag(dag)
+    assert result.state == "failed"
+    assert result.ti("run").try_number == 2
+    log = result.log("run", try_number=2)
+    assert "they spent 200 tokens" in log
+    (run,) = dify_emulator.runs.values()
+    assert (starts(dify_emulator), stops(dify_emulator), run.status) == (1, 1, "stopped")
