@@ -22,11 +22,11 @@ from dify_provider.client import errors as e
 from dify_provider.client.status import Reason, Verdict, WaitPolicy
 from dify_provider.client.usage import Budget
 from dify_provider.client.waiting import PollSchedule, Snapshot, snapshot_of_error, snapshot_of_run, timeout_snapshot
-from dify_provider.lineage import DifyLineageMixin, lineage_namespace
+from dify_provider.lineage import DifyLineageMixin
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
 from dify_provider.operators.run_memory import RunMemory
 from dify_provider.operators.streaming import may_hang_up
-from dify_provider.operators.usage import BudgetExceededError, UsageAccount
+from dify_provider.operators.usage import BudgetExceededError, UsageAccount, lineage_facts
 from dify_provider.outcome import WaitLogger
 from dify_provider.provider_info import DIFY_DEFAULT_CONN_ID
 from dify_provider.tracing import TRACE_XCOM_KEY, trace_headers
@@ -238,19 +238,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
 
     def _note_lineage(self, usage: dict[str, Any], status: str | None, run_id: str | None) -> None:
         """What the try's OpenLineage COMPLETE/FAIL event says of its run (:mod:`dify_provider.lineage`)."""
-        try:
-            settings = self.hook.settings
-            namespace, app_id = lineage_namespace(settings.config.base_url), settings.app_id
-        except Exception:  # lineage never fails a task
-            namespace, app_id = None, None
-        self._lineage_facts = {
-            "namespace": namespace, "app": getattr(self, "_app_name", None) or app_id or self.dify_conn_id,
-            "app_id": app_id, "app_mode": getattr(self, "_mode", None) or self.app_mode, "run_id": run_id,
-            "kind": "workflow_run" if self._dify_run_id else "message", "status": status,
-            **{key: usage.get(key) for key in ("total_tokens", "prompt_tokens", "completion_tokens", "total_price",
-                                               "currency", "elapsed_time")},
-            "trace_id": getattr(self, "_trace_id", None),
-        }
+        self._lineage_facts = lineage_facts(self, usage, status, run_id)
 
     def _push_ids(self, t: RunTry, run_id: str, task_id: str | None, app_id: str | None = None) -> str | None:
         """Store the run's ids where a retry, a kill and the UI link will look; returns the link."""

@@ -138,3 +138,23 @@ def _spend_text(spend: Spend) -> str:
     text = f"{spend.tokens:,} tokens"
     return text + (f", {_decimal(spend.price)} {spend.currency or ''}".rstrip() if spend.price else "")
 
+
+
+def lineage_facts(operator: Any, usage: dict[str, Any], status: str | None, run_id: str | None) -> dict[str, Any]:
+    """The facts :class:`~dify_provider.lineage.DifyLineageMixin` turns into OpenLineage facets,
+    from a run operator's try: where the app lives, what ran, what it spent."""
+    from dify_provider.lineage import lineage_namespace
+
+    try:
+        settings = operator.hook.settings
+        namespace, app_id = lineage_namespace(settings.config.base_url), settings.app_id
+    except Exception:  # lineage never fails a task
+        namespace, app_id = None, None
+    return {
+        "namespace": namespace, "app": getattr(operator, "_app_name", None) or app_id or operator.dify_conn_id,
+        "app_id": app_id, "app_mode": getattr(operator, "_mode", None) or operator.app_mode, "run_id": run_id,
+        "kind": "workflow_run" if operator._dify_run_id else "message", "status": status,
+        **{key: usage.get(key) for key in ("total_tokens", "prompt_tokens", "completion_tokens", "total_price",
+                                           "currency", "elapsed_time")},
+        "trace_id": getattr(operator, "_trace_id", None),
+    }
