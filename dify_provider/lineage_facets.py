@@ -6,14 +6,19 @@ imports it, when the OpenLineage listener asks a task for its facets, never at D
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import attr
 
 # The OpenLineage provider 2.x requires a client with the generated facet classes.
 from airflow.providers.common.compat.openlineage.facet import ExternalQueryRunFacet
 from openlineage.client.generated.base import RunFacet
+
+from dify_provider.client.usage import decimal_text
+
+T = TypeVar("T")
 
 
 @attr.define
@@ -82,28 +87,23 @@ def _text(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return _number(int, value)
 
 
 def _float(value: Any) -> float | None:
+    return _number(float, value)
+
+
+def _number(kind: Callable[[Any], T], value: Any) -> T | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        return kind(value)
+    except (TypeError, ValueError, ArithmeticError):  # decimal.InvalidOperation is an ArithmeticError
         return None
 
 
 def _price(value: Any) -> str | None:
     """A decimal string whatever it came as (``1e-05`` would be a float's)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return format(Decimal(str(value)), "f")
-    except InvalidOperation:
-        return None
+    price = _number(lambda v: Decimal(str(v)), value)
+    return decimal_text(price) if price is not None and price.is_finite() else None
