@@ -309,7 +309,16 @@ def _decode(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-_TASK_LOG_LINE = re.compile(r"^\S+Z \[\w+\s*\] (?P<event>(Started Dify|Dify) workflow run .*?) \[airflow\.task")
+_TASK_LOG_LINE = re.compile(r"^\S+Z \[\w+\s*\] (?P<event>(Started Dify|Dify) (workflow )?run .*?) \[airflow\.task")
+
+
+def _spend(usage: dict[str, Any]) -> str:
+    """The XCom ``usage`` in one line: price, currency and the nodes that spent."""
+    if not usage:
+        return "-"
+    nodes = ", ".join(f"{n['node_id']} {n['total_tokens']}" for n in usage.get("nodes") or [])
+    price = f"{usage['total_price']} {usage.get('currency') or ''}".strip() if "total_price" in usage else "no price"
+    return f"{price} ({usage.get('source')}; tokens by node: {nodes or '-'})"
 
 
 def task_log_lines(log: Path) -> list[str]:
@@ -337,6 +346,8 @@ def _print_result(record: RunRecord, elapsed: float, against: str, task_log: lis
         ("Dify run", f"{x.get(('run', 'workflow_run_id'))}  {x.get(('run', 'status'))}"),
         ("Token usage", f"{x.get(('run', 'total_tokens'))} tokens, {x.get(('run', 'total_steps'))} steps, "
                         f"{float(x.get(('run', 'elapsed_time')) or 0):.2f} s"),
+        ("Spend", _spend(x.get(("run", "usage")) or {})),
+        ("Trace id", f"{x.get(('run', 'trace_id')) or '-'} (sent as X-Trace-Id)"),
     ]
     for label, value in rows:
         say(f"  {label:<{width}}{value}")
