@@ -48,8 +48,8 @@ class DifyChatOperator(DifyRunOperatorBase):
     ``POST /chat-messages`` and ``completion`` apps through ``POST /completion-messages``; the mode
     comes from ``GET /info``, read once per task. The return value is the answer text. XCom keys,
     each pushed as soon as it is known: ``task_id``, ``message_id``, ``conversation_id``,
-    ``workflow_run_id`` (chatflow), then ``status``, ``usage`` (tokens, prices, currency, latency as
-    Dify reports them), ``retriever_resources`` (citations) and for a chatflow ``total_steps`` and
+    ``workflow_run_id`` (chatflow), ``trace_id``, then ``status``, ``usage`` (tokens, price, currency
+    and, for a chatflow, per node), ``retriever_resources`` (citations) and for a chatflow ``total_steps`` and
     ``elapsed_time``. Multi-turn: pass an earlier task's ``conversation_id`` XCom.
 
     :param query: the user's message (templated); required except for completion apps.
@@ -65,6 +65,9 @@ class DifyChatOperator(DifyRunOperatorBase):
     :param deferrable: a chatflow's wait goes to the triggerer (Dify >= 1.13); chat, agent and
         completion apps have no run to wait on there, so the worker reads their stream.
     :param timeout: seconds for the whole answer; past it the message is stopped and the task fails.
+    :param max_total_tokens: budget in tokens over all tries of this task instance: crossing it
+        stops the run and fails the task without retries (see README, "Usage and budgets").
+    :param max_total_price: budget in money, an amount and the app's currency (``"0.50 USD"``).
     """
 
     template_fields = ("query", "inputs", "conversation_id", "user", "files", "workflow_id", "dify_conn_id")

@@ -37,8 +37,9 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
     """Start a run of a published Dify workflow, wait for it, push outputs and usage to XCom.
 
     The return value (``ti.xcom_pull(task_ids=...)``) is the run's ``outputs`` dict. XCom keys:
-    ``workflow_run_id`` and ``task_id`` (as soon as the run starts), then ``status``,
-    ``total_tokens``, ``total_steps``, ``elapsed_time``, ``created_at``, ``finished_at``.
+    ``workflow_run_id``, ``task_id`` and ``trace_id`` (as soon as the run starts), then ``status``,
+    ``total_tokens``, ``total_steps``, ``elapsed_time``, ``created_at``, ``finished_at`` and
+    ``usage`` (tokens, price, currency, per node: :mod:`dify_provider.operators.usage`).
 
     :param inputs: workflow input variables (templated, JSON-serialisable dict).
     :param user: Dify end-user id (templated). Default: a stable id of this task instance, so
@@ -59,6 +60,9 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
     :param check_required_inputs: read ``GET /parameters`` first and fail before starting a run
         if an input is missing or would be refused (type, length, options), as Dify would: in
         streaming mode Dify 1.13 answers a refused input with silence, not with an error.
+    :param max_total_tokens: budget in tokens over all tries of this task instance: crossing it
+        stops the run and fails the task without retries (see README, "Usage and budgets").
+    :param max_total_price: budget in money, an amount and the app's currency (``"0.50 USD"``).
     :param dify_conn_id: connection of type ``dify``.
     """
 
