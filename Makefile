@@ -44,9 +44,10 @@ test-min: .venv-airflow-$(AIRFLOW_MIN)/.installed
 	@scripts/suite-on-airflow.sh $(AIRFLOW_MIN)
 
 ## make test-compat: the same suite on the newest patch of every other supported minor
-## (AIRFLOW_COMPAT="3.1.8" for one), one after the other, with each one's duration.
+## (AIRFLOW_COMPAT="3.1.8" for one), two at a time (COMPAT_JOBS=1 for one after the other),
+## each one's output and duration printed when it ends.
 test-compat: $(foreach v,$(AIRFLOW_COMPAT),.venv-airflow-$(v)/.installed)
-	@for v in $(AIRFLOW_COMPAT); do scripts/suite-on-airflow.sh $$v || exit 1; done
+	@scripts/compat-suites.sh $(AIRFLOW_COMPAT)
 
 ## make demo: start the emulator, run example DAG 1 through real Airflow, print outputs and tokens.
 demo: install
