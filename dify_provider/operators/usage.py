@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -109,7 +108,7 @@ class UsageAccount:
         if earlier.tokens or earlier.price:  # what the task spent in all, when earlier runs spent too
             total = self.total()
             usage["all_tries"] = {"total_tokens": total.tokens, **(
-                {"total_price": _decimal(total.price), "currency": total.currency} if total.price else {})}
+                {"total_price": decimal_text(total.price), "currency": total.currency} if total.price else {})}
         return usage
 
     def report(self, *, app: str, elapsed_time: float | None = None, budget_exceeded: bool = False) -> dict[str, Any]:
@@ -122,22 +121,17 @@ class UsageAccount:
             self.log.info("Dify run %s: its stream broke, so the price and the prompt/completion split count only "
                           "the nodes that finished before; total_tokens is the run record's", self.run_id)
         self.log.info("Dify run %s %s", self.run_id, describe(usage))
-        self.context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
-        self.save()
         ti = self.context["ti"]
+        ti.xcom_push(key=USAGE_XCOM_KEY, value=usage)
+        self.save()
         emit_usage(usage, dag_id=ti.dag_id, task_id=ti.task_id, app=app, budget_exceeded=budget_exceeded,
                    log=self.log)
         return usage
 
 
-def _decimal(value: Decimal) -> str:
-    return decimal_text(value)
-
-
 def _spend_text(spend: Spend) -> str:
     text = f"{spend.tokens:,} tokens"
-    return text + (f", {_decimal(spend.price)} {spend.currency or ''}".rstrip() if spend.price else "")
-
+    return text + (f", {decimal_text(spend.price)} {spend.currency or ''}".rstrip() if spend.price else "")
 
 
 def lineage_facts(operator: Any, usage: dict[str, Any], status: str | None, run_id: str | None) -> dict[str, Any]:
