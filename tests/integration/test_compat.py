@@ -90,7 +90,7 @@ def test_the_stand_in_variable_is_deleted_when_the_task_fails_for_good(dify_emul
 def test_a_stopped_run_keeps_its_record_for_a_later_clear(dify_emulator: DifyEmulator, dag_id: str,
                                                           no_state_store: None) -> None:
     dify_emulator.script("echo", Scenario(hold=True))
-    result = run_dag(op_dag(dag_id, timeout=0.5))
+    result = run_dag(op_dag(dag_id, timeout=2.0))
     assert result.state == "failed"
     record = result.state_store("run", run_memory.STATE_KEY) if not TASK_STATE_STORE else _record_variable(result)
     assert "(timeout)" in record["stopped"]

@@ -163,7 +163,7 @@ def test_ambiguous_start_is_not_resent_and_retry_finds_the_run(dify_emulator: Di
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_timeout_stops_the_remote_run(dify_emulator: DifyEmulator, dag_id: str, deferrable: bool) -> None:
     dify_emulator.script("echo", Scenario(hold=True))
-    result = run_dag(op_dag(dag_id, timeout=0.5, deferrable=deferrable))
+    result = run_dag(op_dag(dag_id, timeout=2.0, deferrable=deferrable))
     assert result.state == "failed"
     (run,) = dify_emulator.runs.values()
     assert run.status == "stopped"

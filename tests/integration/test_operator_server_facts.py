@@ -247,7 +247,7 @@ def test_a_stop_is_remembered_because_the_record_keeps_saying_running(dify_emula
     # Dify 1.13.2 leaves a stopped run's record "running": a later try of this task instance (a
     # clear; `timeout` itself fails without retries) must not re-attach and wait on a dead run.
     dify_emulator.script("echo", Scenario(hold=True))
-    result = run_dag(op_dag(dag_id, timeout=1.0))
+    result = run_dag(op_dag(dag_id, timeout=2.0))
     assert result.state == "failed"
     record = result.state_store("run", "dify_workflow_run")
     assert record["workflow_run_id"] == result.xcom("run", key="workflow_run_id")
@@ -268,7 +268,7 @@ def test_stopped_run_record_stays_running_like_the_real_server(dify_emulator: Di
     from dify_provider.client import ClientConfig, DifyClient
 
     dify_emulator.script("echo", Scenario(hold=True))
-    result = run_dag(op_dag(dag_id, timeout=0.5))
+    result = run_dag(op_dag(dag_id, timeout=2.0))
     assert result.state == "failed"
     (run,) = dify_emulator.runs.values()
     config = ClientConfig(api_key=dify_emulator.api_key("echo"), base_url=dify_emulator.base_url)
