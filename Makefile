@@ -7,12 +7,14 @@ AIRFLOW_MIN := 2.11.0
 AIRFLOW_COMPAT ?= 2.11.2 3.0.6 3.1.8 3.2.2
 # Where `make e2e-compat` runs the e2e's REST part (a real triggerer is where 3.0 differs most).
 AIRFLOW_E2E_COMPAT ?= 3.0.6
+# The Airflow of `make e2e-distributed` (with its celery and postgres extras, in its own venv).
+AIRFLOW_DISTRIBUTED ?= 3.3.2
 UV := $(VENV)/bin/uv
 # Caps an Airflow minor needs at install time for tests (what its own constraint files would pin),
 # one file per minor: tests/constraints/airflow-<major.minor>.txt. Users' installs are not capped.
 CONSTRAINTS = $(wildcard tests/constraints/airflow-$(basename $(1)).txt)
 
-.PHONY: install test lint test-min test-compat demo e2e e2e-compat bench clean
+.PHONY: install test lint test-min test-compat demo e2e e2e-compat e2e-distributed bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -61,9 +63,20 @@ e2e: install
 e2e-compat: .venv-airflow-$(AIRFLOW_E2E_COMPAT)/.installed
 	.venv-airflow-$(AIRFLOW_E2E_COMPAT)/bin/python scripts/e2e.py --rest-only
 
+.venv-distributed/.installed: pyproject.toml | $(UV)
+	test -x .venv-distributed/bin/python || $(PYTHON) -m venv .venv-distributed
+	$(UV) pip install --python .venv-distributed/bin/python -q -e ".[test]" \
+		"apache-airflow[celery,postgres]==$(AIRFLOW_DISTRIBUTED)"
+	touch $@
+
+## make e2e-distributed: PostgreSQL, Redis, two Celery workers and two triggerers on loopback,
+## and the fault scenarios (killed triggerer / worker / scheduler, Dify outage, kills, load).
+e2e-distributed: .venv-distributed/.installed
+	.venv-distributed/bin/python scripts/e2e_distributed.py $(ARGS)
+
 ## make bench: the benchmarks in bench/ (add ARGS=--quick for the two-minute version).
 bench: install
 	$(VENV)/bin/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-airflow-* dist build .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-airflow-* .venv-distributed .e2e dist build .mypy_cache .ruff_cache

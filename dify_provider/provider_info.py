@@ -45,8 +45,9 @@ CONNECTION_EXTRAS: dict[str, dict[str, Any]] = {
     },
     "console_url": {
         "label": "Console URL",
-        "description": "Dify console address for the 'Dify run' link (Cloud: https://cloud.dify.ai).",
-        "schema": {"type": ["string", "null"], "default": "https://cloud.dify.ai"},
+        "description": "Dify console address for the 'Dify run' link. Empty: https://cloud.dify.ai for "
+        "api.dify.ai, else the API base URL without /v1 (a self-hosted Dify serves both on one address).",
+        "schema": {"type": ["string", "null"], "default": ""},
     },
     "app_id": {
         "label": "App id",

@@ -102,6 +102,22 @@ class Report:
         self.warnings.append(message)
         say(f"  ! {message}")
 
+    def summary(self, title: str, seconds: float, footer: str) -> int:
+        """The closing box: counts, each phase's time, what failed; the exit code."""
+        say()
+        say("─" * 78)
+        say(f"  {title}: {len(self.passed)} checks passed, {len(self.failed)} failed, "
+            f"{len(self.warnings)} warning(s), in {seconds:.0f} s")
+        for name, took in self.phases:
+            say(f"    {took:6.1f} s  {name}")
+        for failure in self.failed:
+            say(f"  ✗ {failure}")
+        for warning in self.warnings:
+            say(f"  ! {warning}")
+        say(f"  {footer}")
+        say("─" * 78)
+        return 1 if self.failed else 0
+
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         say(f"▶ {name}")
@@ -710,7 +726,7 @@ async def _connection_pages(page: Browser, stack: AirflowStack, emulator: Emulat
                            ".filter(e => e.name.startsWith('element_'))"
                            ".map(e => [e.name.slice(8), e.type === 'checkbox' ? e.checked : e.value]))")
     report.equal({k: values.get(k) for k in ("timeout", "verify_ssl", "default_user", "console_url")},
-                 {"timeout": "30", "verify_ssl": True, "default_user": "airflow", "console_url": "https://cloud.dify.ai"},
+                 {"timeout": "30", "verify_ssl": True, "default_user": "airflow", "console_url": ""},
                  "add form: the extra fields start at their defaults")
     if values.get("proxy") == "***":
         # Airflow masks extra keys containing "proxy"; the hook reads a saved mask as "no proxy".
@@ -784,20 +800,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)
 
-    total = time.monotonic() - began
-    say()
-    say("─" * 78)
-    say(f"  e2e: {len(report.passed)} checks passed, {len(report.failed)} failed, "
-        f"{len(report.warnings)} warning(s), in {total:.0f} s")
-    for name, seconds in report.phases:
-        say(f"    {seconds:6.1f} s  {name}")
-    for failure in report.failed:
-        say(f"  ✗ {failure}")
-    for warning in report.warnings:
-        say(f"  ! {warning}")
-    say(f"  artifacts: {ARTIFACTS.relative_to(ROOT)}/ (screenshots, logs/)")
-    say("─" * 78)
-    return 1 if report.failed else 0
+    return report.summary("e2e", time.monotonic() - began, f"artifacts: {ARTIFACTS.relative_to(ROOT)}/ "
+                          "(screenshots, logs/)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ whether a failure may be retried) is made here once, so the two cannot disagree.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections.abc import Callable, Mapping
@@ -339,6 +340,18 @@ def retry_after_of(exc: BaseException | None) -> float | None:
     return exc.retry_after if isinstance(exc, e.DifyAPIError) else None
 
 
+#: Retries are logged here (stdlib logging: a task's log in a worker, the trigger's in a triggerer).
+log = logging.getLogger("dify_provider.client")
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    """One line per retry, so a flaky or unreachable Dify shows in the task log while the call
+    keeps trying (error texts never carry the key)."""
+    exc = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Dify call failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+
+
 def tenacity_args(policy: RetryPolicy, kind: Retry, sleep: Callable[[float], Any], *,
                   elapsed: float = 0.0) -> dict[str, Any]:
     """Arguments for ``tenacity.Retrying``/``AsyncRetrying``: one policy for both clients.
@@ -357,6 +370,7 @@ def tenacity_args(policy: RetryPolicy, kind: Retry, sleep: Callable[[float], Any
         | tenacity.stop_before_delay(policy.max_elapsed - elapsed),
         "wait": wait,
         "retry": tenacity.retry_if_exception(lambda exc: retryable(exc, kind)),
+        "before_sleep": _log_retry,
         "reraise": True,
         "sleep": sleep,
     }

@@ -25,19 +25,28 @@ from dify_provider.client.errors import DifyConfigError
 ParsedT = TypeVar("ParsedT")
 
 
-async def read_connection_async(conn_id: str, hook: Any, parse: Callable[[Connection], ParsedT]) -> ParsedT:
+async def read_connection_async(conn_id: str, hook: Any,
+                                parse: Callable[[Connection, Mapping[str, Any] | None], ParsedT]) -> ParsedT:
     """A connection read and parsed without blocking the event loop, for triggers.
 
-    The parse runs in asgiref's ``sync_to_async`` thread too, not on the loop: reading
-    ``extra_dejson`` registers the extras with the secrets masker, which in Airflow 3.0's triggerer
-    talks to the supervisor through ``async_to_sync`` and raises "You cannot use AsyncToSync in the
-    same thread as an async event loop" when called on the loop (apache/airflow#63760, the same
-    failure in Databricks' trigger; 3.1 routes such calls through greenback, #55799)."""
+    Reading the extras registers them with the secrets masker, which in a triggerer talks to the
+    supervisor. Airflow 3.3's connection has ``aextra_dejson()`` for that: awaited on the loop,
+    and ``parse`` gets the extras and sends nothing. The synchronous ``extra_dejson`` there, from
+    a thread while other triggers await their own connections, stalled a triggerer's runner for
+    45 s when 50 triggers started at once (``make e2e-distributed``; the supervisor then skipped
+    heartbeats and its triggers were reassigned; apache/airflow#65286). Before 3.3 the parse runs
+    in asgiref's ``sync_to_async`` thread, not on the loop: there ``extra_dejson`` goes through
+    ``async_to_sync``, which raises "You cannot use AsyncToSync in the same thread as an async
+    event loop" on the loop in Airflow 3.0 (apache/airflow#63760; 3.1 routes it through greenback)."""
     from airflow.providers.common.compat.connection import get_async_connection
     from asgiref.sync import sync_to_async
 
     conn = await get_async_connection(conn_id, hook=hook)
-    return await sync_to_async(parse)(conn)
+    aextra_dejson = getattr(conn, "aextra_dejson", None)
+    if aextra_dejson is not None:
+        extras = await aextra_dejson()
+        return parse(conn, extras)
+    return await sync_to_async(parse)(conn, None)
 
 
 def extra_value(extras: Mapping[str, Any], name: str, fields: Mapping[str, Mapping[str, Any]]) -> Any:
@@ -52,15 +61,15 @@ def extra_value(extras: Mapping[str, Any], name: str, fields: Mapping[str, Mappi
     return value
 
 
-def transport_kwargs(conn: Connection, fields: Mapping[str, Mapping[str, Any]], *, key_hint: str) -> dict[str, Any]:
+def transport_kwargs(conn: Connection, fields: Mapping[str, Mapping[str, Any]], *, key_hint: str,
+                     extras: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for a :class:`~dify_provider.client._core.ServiceConfig` subclass, read
-    from the connection's password, host, port and the transport extras (``timeout``,
+    from the connection's password, host, port and the transport ``extras`` (``timeout``,
     ``verify_ssl``, ``ca_bundle``, ``proxy``). Every mistake names the connection field to fix."""
     conn_id = conn.conn_id
     key = conn.password or ""
     if not key.strip():
         raise DifyConfigError(f"connection {conn_id!r}.password", f"is empty: {key_hint}")
-    extras = conn.extra_dejson
     try:
         timeout = float(extra_value(extras, "timeout", fields))
     except (TypeError, ValueError):

@@ -8,6 +8,7 @@ are made by :mod:`dify_provider.client.chenyu`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -31,10 +32,12 @@ from dify_provider.provider_info import CHENYU_CONNECTION_EXTRAS, CHENYU_DEFAULT
 PROBE_RUN_ORDER_ID = "airflow-connection-test"
 
 
-def chenyu_config_from_connection(conn: Connection) -> ChenyuConfig:
-    """Every mistake is reported with the connection field to fix, before any request."""
+def chenyu_config_from_connection(conn: Connection, extras: Mapping[str, Any] | None = None) -> ChenyuConfig:
+    """Every mistake is reported with the connection field to fix, before any request.
+    ``extras``: the connection's, when already read (see ``read_connection_async``)."""
     transport = transport_kwargs(conn, CHENYU_CONNECTION_EXTRAS,
-                                 key_hint="put the Chenyu open-API key in the Password field")
+                                 key_hint="put the Chenyu open-API key in the Password field",
+                                 extras=conn.extra_dejson if extras is None else extras)
     try:
         return ChenyuConfig(**transport)
     except DifyConfigError as exc:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, Connection
 
@@ -42,11 +43,26 @@ class DifySettings:
     stated_version: str | None = None
 
 
-def settings_from_connection(conn: Connection) -> DifySettings:
-    """Every mistake here is reported with the connection field to fix, before any request."""
+#: Dify Cloud's console, for its API (``api.dify.ai``).
+CLOUD_CONSOLE_URL = "https://cloud.dify.ai"
+
+
+def default_console_url(base_url: str) -> str:
+    """Where the console is when the connection does not say: Dify Cloud's for ``api.dify.ai``,
+    else the API's own origin and path without ``/v1`` (a self-hosted Dify serves the console and
+    ``/v1`` behind one nginx), so the link of a local or company Dify never points at the cloud."""
+    parts = urlsplit(base_url)
+    if (parts.hostname or "").lower() == "api.dify.ai":
+        return CLOUD_CONSOLE_URL
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/').removesuffix('/v1')}"
+
+
+def settings_from_connection(conn: Connection, extras: Mapping[str, Any] | None = None) -> DifySettings:
+    """Every mistake here is reported with the connection field to fix, before any request.
+    ``extras``: the connection's, when already read (see ``read_connection_async``)."""
+    extras = conn.extra_dejson if extras is None else extras
     transport = transport_kwargs(
-        conn, CONNECTION_EXTRAS, key_hint="put the Dify app API key (app-...) in the Password field")
-    extras = conn.extra_dejson
+        conn, CONNECTION_EXTRAS, key_hint="put the Dify app API key (app-...) in the Password field", extras=extras)
     try:
         config = ClientConfig(**transport, user=str(extra_value(extras, "default_user", CONNECTION_EXTRAS)))
     except DifyConfigError as exc:
@@ -57,7 +73,8 @@ def settings_from_connection(conn: Connection) -> DifySettings:
                               f"{stated!r} is not a version: write it as Dify shows it, e.g. 1.13.2, or leave it empty")
     return DifySettings(
         config=config,
-        console_url=str(extra_value(extras, "console_url", CONNECTION_EXTRAS)).rstrip("/"),
+        console_url=(str(extra_value(extras, "console_url", CONNECTION_EXTRAS) or "").rstrip("/")
+                     or default_console_url(config.base_url)),
         app_id=str(extras.get("app_id") or "") or None,
         stated_version=stated,
     )

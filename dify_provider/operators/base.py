@@ -318,7 +318,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
 
         deadline = time.time() + self.execution_timeout.total_seconds() if self.execution_timeout else None
         trigger = WorkflowRunTrigger(
-            run_id, self.dify_conn_id, task_id=self._dify_task_id, user=t.user,
+            run_id, self.dify_conn_id, dify_task_id=self._dify_task_id, user=t.user,
             poll_interval=self.poll_interval, max_poll_interval=self.max_poll_interval, started_at=t.started,
             end_time=t.started + self.timeout, execution_deadline=deadline,
             fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, stop_on_kill=True,

@@ -2,8 +2,10 @@
 
 Restart safety is the design rule: the trigger carries only ids, the connection id and absolute
 wall-clock deadlines, has no side effects in ``run()`` (a triggerer restart or a second
-triggerer may run it again at any time), and stops remote work only in ``on_kill``, which
-Airflow calls on a user's action, never on a restart.
+triggerer may run it again at any time), and stops remote work only in ``on_kill``, and there
+only when the task instance is no longer deferred: Airflow 3.3.2 calls ``on_kill`` on a user's
+action, and also when a triggerer hands the trigger over to another one (see
+:meth:`RunPollingTrigger._moved_not_killed`).
 """
 
 from __future__ import annotations
@@ -161,8 +163,39 @@ class RunPollingTrigger(BaseTrigger, ABC):
     async def on_kill(self) -> None:
         if not self.stop_on_kill:
             return
+        if await self._moved_not_killed():
+            self.log.info("trigger for remote run %s cancelled while its task instance is still deferred: it "
+                          "moved to another triggerer, which waits on; the run is not stopped", self.run_id)
+            return
         try:
             await asyncio.wait_for(self.stop_run(), timeout=STOP_TIMEOUT)
             self.log.info("stopped remote run %s because the task was killed", self.run_id)
         except Exception:
             self.log.exception("could not stop remote run %s on kill", self.run_id)
+
+    async def _moved_not_killed(self) -> bool:
+        """True when the task instance is still deferred, i.e. nobody killed it.
+
+        Airflow 3.3.2's triggerer cancels "as a user action" (and so calls ``on_kill``) every
+        trigger it runs that is no longer assigned to it, also when the scheduler gave it to
+        another triggerer because this one missed heartbeats. ``make e2e-distributed`` saw that
+        stop a paid run nobody had killed, which the other triggerer then waited on for good
+        (Dify 1.13 shows a stopped run as running). A user's kill (mark failed or success, clear)
+        changes the task instance's state before the trigger is cancelled. When the state cannot
+        be read, the kill is honoured, as before.
+        """
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+            from asgiref.sync import sync_to_async
+
+            map_index = getattr(ti, "map_index", -1)
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id, map_index=map_index, task_ids=[ti.task_id], run_ids=[ti.run_id])
+        except Exception as exc:  # no Execution API here (Airflow 2, a test): honour the kill
+            self.log.debug("could not read the state of task instance %s: %s", getattr(ti, "task_id", "?"), exc)
+            return False
+        key = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}_{map_index}"
+        return (states.get(ti.run_id) or {}).get(key) == "deferred"

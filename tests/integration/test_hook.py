@@ -34,6 +34,20 @@ def test_defaults_and_normalisation() -> None:
         "http://h:5001/v1"
 
 
+@pytest.mark.parametrize(("host", "console"), [
+    (None, "https://cloud.dify.ai"),
+    ("https://api.dify.ai/v1", "https://cloud.dify.ai"),
+    ("API.dify.ai", "https://cloud.dify.ai"),
+    ("http://127.0.0.1:5001/v1", "http://127.0.0.1:5001"),  # self-hosted: the API's own origin
+    ("dify.internal", "https://dify.internal"),
+    ("https://tools.example.com/dify/v1/", "https://tools.example.com/dify"),  # behind a path prefix
+])
+def test_console_url_defaults_from_the_api_base_url(host: str | None, console: str) -> None:
+    assert settings_from_connection(conn(host=host, password="app-k")).console_url == console
+    stated = settings_from_connection(conn(host=host, password="app-k", extra={"console_url": "https://c.example/"}))
+    assert stated.console_url == "https://c.example"  # what the connection says wins
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -119,3 +133,36 @@ def test_ui_mask_placeholder_is_not_a_value() -> None:
     assert s.config.proxy is None
     assert s.config.timeout == 30
     assert s.console_url == "https://cloud.dify.ai"
+
+
+def test_a_trigger_reads_the_extras_through_the_async_masker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 3.3's triggerer: ``aextra_dejson()`` on the loop, never ``extra_dejson`` in a thread
+    (its masker messages would cross the triggerer's comms from another thread)."""
+    from airflow.providers.common.compat import connection as compat_connection
+
+    from dify_provider.hooks.base import read_connection_async
+
+    class AsyncOnlyConnection:  # the fields the parse reads, as Airflow 3.3's SDK connection has them
+        awaited = False
+
+        def __init__(self, **fields: object) -> None:
+            self.__dict__.update(fields)
+
+        @property
+        def extra_dejson(self) -> dict[str, object]:
+            raise AssertionError("extra_dejson read in a trigger")
+
+        async def aextra_dejson(self) -> dict[str, object]:
+            type(self).awaited = True
+            return json.loads(self.extra or "{}")
+
+    found = AsyncOnlyConnection(conn_id="c", conn_type="dify", password="app-k", host="http://h/v1", port=None,
+                                extra=json.dumps({"timeout": "7"}))
+
+    async def get_async_connection(conn_id: str, hook: object = None) -> AsyncOnlyConnection:
+        return found
+
+    monkeypatch.setattr(compat_connection, "get_async_connection", get_async_connection)
+    settings = asyncio.run(read_connection_async("c", None, settings_from_connection))
+    assert AsyncOnlyConnection.awaited
+    assert settings.config.timeout == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -198,7 +199,10 @@ def test_trigger_on_kill_stops_the_run_but_cleanup_does_not(dify_emulator: DifyE
 
     run_id = start_run(dify_emulator, Scenario(hold=True))
     task_id = dify_emulator.runs[run_id].task_id
-    trigger = WorkflowRunTrigger(run_id, task_id=task_id, user="u", poll_interval=1, stop_on_kill=True)
+    trigger = WorkflowRunTrigger(run_id, dify_task_id=task_id, user="u", poll_interval=1, stop_on_kill=True)
+    # What Airflow 3.3's triggerer does before running it: BaseTrigger then sets its own task_id
+    # attribute to the Airflow task's id, which must not be what is sent to Dify.
+    trigger.task_instance = SimpleNamespace(task_id="killed", dag_id="d", run_id="r", map_index=-1, try_number=1)
 
     async def go() -> None:
         await trigger.cleanup()
@@ -206,6 +210,48 @@ def test_trigger_on_kill_stops_the_run_but_cleanup_does_not(dify_emulator: DifyE
         await trigger.on_kill()
 
     asyncio.run(go())
+    assert dify_emulator.runs[run_id].status == "stopped"
+    assert dify_emulator.requests_to("POST", f"/workflows/tasks/{task_id}/stop")
+
+
+@pytest.mark.parametrize(("map_index", "state", "stopped"), [
+    (-1, "deferred", False),  # handed over to another triggerer: nobody killed it
+    (3, "deferred", False),
+    (-1, "failed", True),  # marked failed
+    (3, None, True),  # cleared
+])
+def test_on_kill_stops_the_run_only_if_the_task_is_no_longer_deferred(
+        dify_emulator: DifyEmulator, monkeypatch: pytest.MonkeyPatch, map_index: int, state: str | None,
+        stopped: bool) -> None:
+    """Airflow 3.3.2 calls on_kill also on the triggerer that lost a trigger to another one."""
+    task_runner = pytest.importorskip("airflow.sdk.execution_time.task_runner")
+    from dify_helpers import start_run
+
+    run_id = start_run(dify_emulator, Scenario(hold=True))
+    task_id = dify_emulator.runs[run_id].task_id
+    asked: list[dict[str, object]] = []
+
+    def get_task_states(**query: object) -> dict[str, dict[str, str | None]]:
+        asked.append(query)
+        return {"r": {"t" if map_index < 0 else f"t_{map_index}": state}}
+
+    monkeypatch.setattr(task_runner.RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    trigger = WorkflowRunTrigger(run_id, dify_task_id=task_id, user="u", poll_interval=1, stop_on_kill=True)
+    trigger.task_instance = SimpleNamespace(task_id="t", dag_id="d", run_id="r", map_index=map_index, try_number=1)
+    asyncio.run(trigger.on_kill())
+    assert asked == [{"dag_id": "d", "map_index": map_index, "task_ids": ["t"], "run_ids": ["r"]}]
+    assert (dify_emulator.runs[run_id].status == "stopped") is stopped
+    assert bool(dify_emulator.requests_to("POST", f"/workflows/tasks/{task_id}/stop")) is stopped
+
+
+def test_a_trigger_serialised_by_an_earlier_version_still_stops_its_run(dify_emulator: DifyEmulator) -> None:
+    from dify_helpers import start_run
+
+    run_id = start_run(dify_emulator, Scenario(hold=True))
+    task_id = dify_emulator.runs[run_id].task_id
+    old = WorkflowRunTrigger(run_id, task_id=task_id, user="u", poll_interval=1, stop_on_kill=True)  # old kwarg
+    assert old.serialize()[1]["dify_task_id"] == task_id
+    asyncio.run(old.on_kill())
     assert dify_emulator.runs[run_id].status == "stopped"
 
 

@@ -45,7 +45,7 @@ def finish_after_polls(emulator: DifyEmulator, trigger: WorkflowRunTrigger, run_
 
 
 def test_serialised_trigger_carries_no_key(dify_emulator: DifyEmulator) -> None:
-    trigger = WorkflowRunTrigger("b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b", task_id="t", user="u", poll_interval=2,
+    trigger = WorkflowRunTrigger("b8e2c8a0-3c5e-4d6f-9a1b-2c3d4e5f6a7b", dify_task_id="t", user="u", poll_interval=2,
                                  end_time=time.time() + 60, console_link="http://console/app/x/logs")
     path, kwargs = trigger.serialize()
     assert path == "dify_provider.triggers.workflow_run.WorkflowRunTrigger"
@@ -79,7 +79,8 @@ def test_rebuilt_mid_run_resumes_without_losing_the_run(dify_emulator: DifyEmula
 
 def test_deadline_gives_one_timeout_event_after_a_last_check(dify_emulator: DifyEmulator) -> None:
     run_id = start_run(dify_emulator, Scenario(hold=True))
-    trigger = WorkflowRunTrigger(run_id, poll_interval=30, end_time=time.time() + 0.2)
+    # 2 s: room for the first poll on a busy machine, before the deadline
+    trigger = WorkflowRunTrigger(run_id, poll_interval=30, end_time=time.time() + 2.0)
     event = asyncio.run(first_event(trigger))
     assert event["reason"] == "timeout"
     assert "last status: running" in event["message"]

@@ -102,6 +102,18 @@ def test_safe_calls_retry_transient_failures(harness: Harness, router: respx.Moc
     assert len(harness.sleeps) == 1
 
 
+def test_each_retry_is_logged_without_the_key(harness: Harness, router: respx.MockRouter,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    router.get(url(f"/workflows/run/{RUN_ID}")).mock(
+        side_effect=[httpx.ReadTimeout("timed out"), httpx.Response(200, json=b.RUN_DETAIL)])
+    with caplog.at_level("WARNING", logger="dify_provider.client"):
+        harness.call("get_workflow_run", RUN_ID)
+    (record,) = [r for r in caplog.records if r.name == "dify_provider.client"]
+    assert "Dify call failed (DifyTimeoutError" in record.getMessage()
+    assert "retrying in" in record.getMessage()
+    assert "app-" not in record.getMessage()
+
+
 @pytest.mark.parametrize("endpoint", endpoint_params(SAFE_ENDPOINTS))
 def test_every_safe_endpoint_retries(harness: Harness, router: respx.MockRouter, endpoint: Endpoint) -> None:
     route = router.request(endpoint.http, endpoint.url).mock(side_effect=[failure("ReadTimeout"), ok(endpoint)])
