@@ -31,11 +31,10 @@ async def read_connection_async(conn_id: str, hook: Any,
 
     Reading the extras registers them with the secrets masker, which in a triggerer talks to the
     supervisor. Airflow 3.3's connection has ``aextra_dejson()`` for that: awaited on the loop,
-    and ``parse`` gets the extras and sends nothing. The synchronous ``extra_dejson`` there, from
-    a thread while other triggers await their own connections, stalled a triggerer's runner for
-    45 s when 50 triggers started at once (``make e2e-distributed``; the supervisor then skipped
-    heartbeats and its triggers were reassigned; apache/airflow#65286). Before 3.3 the parse runs
-    in asgiref's ``sync_to_async`` thread, not on the loop: there ``extra_dejson`` goes through
+    and ``parse`` gets the extras and sends nothing, instead of the synchronous ``extra_dejson``
+    sending the masker's messages from another thread while other triggers await their own (the
+    pattern behind apache/airflow#65286's stalls). Before 3.3 the parse runs in asgiref's
+    ``sync_to_async`` thread, not on the loop: there ``extra_dejson`` goes through
     ``async_to_sync``, which raises "You cannot use AsyncToSync in the same thread as an async
     event loop" on the loop in Airflow 3.0 (apache/airflow#63760; 3.1 routes it through greenback)."""
     from airflow.providers.common.compat.connection import get_async_connection
