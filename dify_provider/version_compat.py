@@ -23,6 +23,7 @@ __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "CONN_FIELDS_IN_PROVIDER_INFO",
+    "REQUIRED_ACTIONS",
     "TASK_STATE_STORE",
     "TRIGGER_ON_KILL",
     "DifyFeatureUnavailableWarning",
@@ -33,6 +34,9 @@ __all__ = [
 TRIGGER_ON_KILL = AIRFLOW_V_3_3_PLUS
 #: ``context["task_state_store"]``: key/value state shared by every try of a task instance (3.3).
 TASK_STATE_STORE = AIRFLOW_V_3_3_PLUS
+#: Human-in-the-loop: a task's required action, answered in the UI or the REST API (3.1); from
+#: 3.3 the task waits for it in ``awaiting_input``, without a worker or the triggerer.
+REQUIRED_ACTIONS = AIRFLOW_V_3_1_PLUS
 #: The connection form is built from provider info ``conn-fields`` (3.2); before, from the
 #: hook's ``get_connection_form_widgets`` / ``get_ui_field_behaviour``.
 CONN_FIELDS_IN_PROVIDER_INFO = AIRFLOW_V_3_2_PLUS

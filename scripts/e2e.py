@@ -15,6 +15,9 @@
    "Dify run" link, the connection list's "Test" button, the connection edit form and the add
    form with the ``dify`` type. Screenshots go to ``.e2e/artifacts/``, logs to
    ``.e2e/artifacts/logs/``.
+5. Then (Airflow 3.3+, not with ``--rest-only``) a person answers a Dify form in the UI:
+   ``example_dify_human_input``'s required action, filled and approved in Browse > Required
+   Actions; the answer checked in Airflow, XCom and the emulator (``scripts/e2e_hitl.py``).
 
 Everything it starts it stops, by process id (SIGTERM, then SIGKILL after a grace). Installs
 Debian's ``chromium`` with apt-get when ``/usr/bin/chromium`` is missing. Exits non-zero if any
@@ -64,6 +67,7 @@ from demo import (  # scripts/ is not a package: the shared helpers live in demo
     tail,
 )
 from e2e_chat import run_chat_example
+from e2e_hitl import run_hitl_example
 
 ARTIFACTS = ROOT / ".e2e" / "artifacts"
 LOGS = ARTIFACTS / "logs"
@@ -788,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
                     with report.phase("Headless Chromium: the UI"):
                         asyncio.run(check_ui(stack, emulator, runs, report))
                 run_chat_example(stack, emulator, report, poll)  # after the UI's checks of dify_default
+                if not args.rest_only:  # Airflow 3.3+ only (it says so and skips otherwise)
+                    run_hitl_example(stack, emulator, report, poll, lambda: Browser(LOGS / "chromium-hitl.log"))
             finally:
                 with report.phase("Stop everything (by pid)"):
                     for line in stack.stop():

@@ -155,6 +155,35 @@ class _InlineTrigger:
         yield outcome
 
 
+@contextlib.contextmanager
+def _answers_hitl_requests_as_the_triggerer(supervisor: Any) -> Iterator[None]:
+    """The standard provider's ``HITLTrigger`` (3.1-3.2) asks its supervisor for the required
+    action's response; the triggerer's supervisor answers that (``triggerer_job_runner``:
+    ``GetHITLDetailResponse``, ``UpdateHITLDetail``), a task's, which runs triggers under
+    ``dag.test()``, does not. Answer them the triggerer's way, through the same API client."""
+    from airflow.jobs.triggerer_job_runner import HITLDetailResponseResult
+    from airflow.sdk.execution_time.comms import GetHITLDetailResponse, UpdateHITLDetail
+
+    original = supervisor._handle_request
+
+    def handle(self: Any, msg: Any, log: Any, req_id: int) -> None:
+        if isinstance(msg, GetHITLDetailResponse):
+            api_resp = self.client.hitl.get_detail_response(ti_id=msg.ti_id)
+        elif isinstance(msg, UpdateHITLDetail):
+            api_resp = self.client.hitl.update_response(ti_id=msg.ti_id, chosen_options=msg.chosen_options,
+                                                        params_input=msg.params_input)
+        else:
+            original(self, msg, log, req_id)
+            return
+        self.send_msg(HITLDetailResponseResult.from_api_response(response=api_resp), request_id=req_id, error=None)
+
+    supervisor._handle_request = handle
+    try:
+        yield
+    finally:
+        supervisor._handle_request = original
+
+
 def _fire_trigger_like_production(ti: Any, sdk_ti: Any, timeout: Any) -> None:
     """Run the deferred task's trigger inline and record its outcome with the production code.
 
@@ -201,9 +230,10 @@ def _fire_trigger_like_production(ti: Any, sdk_ti: Any, timeout: Any) -> None:
         if AIRFLOW_V_3_1_PLUS:
             from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
 
-            outcome = InProcessTestSupervisor.run_trigger_in_process(  # type: ignore[no-untyped-call]
-                trigger=inline, ti=sdk_ti
-            )
+            with _answers_hitl_requests_as_the_triggerer(InProcessTestSupervisor):
+                outcome = InProcessTestSupervisor.run_trigger_in_process(  # type: ignore[no-untyped-call]
+                    trigger=inline, ti=sdk_ti
+                )
         else:  # 3.0 has no in-process trigger supervisor: dag.test() itself uses asyncio.run
             outcome = asyncio.run(anext(inline.run()))
 
@@ -264,6 +294,11 @@ def _run_task_like_production(*, ti: Any, task: Any = None, run_triggerer: bool 
                 **versioned,
             )
             result = run_task_in_process(ti=sdk_ti, task=task)
+            if str(result.ti.state) == "awaiting_input":
+                # Parked by the Execution API (3.3); a person may have answered already, which made
+                # it SCHEDULED: writing the parked state again would undo that answer.
+                ti.refresh_from_db()
+                return result
             ti.set_state(result.ti.state)
             if AIRFLOW_V_3_1_PLUS:
                 from airflow.serialization.serialized_objects import create_scheduler_operator

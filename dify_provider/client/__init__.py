@@ -38,10 +38,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "dify_provider.client.errors": (
         "DifyAPIError", "DifyAuthError", "DifyConfigError", "DifyConnectionError", "DifyConversationCompletedError",
-        "DifyError", "DifyInvalidInputError", "DifyModelProviderError", "DifyNotChatAppError", "DifyNotFoundError",
-        "DifyNotWorkflowAppError", "DifyProviderQuotaExceededError", "DifyQuotaExceededError", "DifyRateLimitError",
+        "DifyError", "DifyFormClosedError", "DifyInvalidInputError", "DifyModelProviderError", "DifyNotChatAppError",
+        "DifyNotFoundError", "DifyNotWorkflowAppError", "DifyProviderQuotaExceededError", "DifyQuotaExceededError",
+        "DifyRateLimitError",
         "DifyResponseError", "DifyRunError", "DifyServerError", "DifyStreamEndedError", "DifyStreamError",
         "DifyStreamTimeoutError", "DifyTimeoutError", "DifyTransportError",
+    ),
+    "dify_provider.client.human_input.models": (
+        "FormAction", "FormInput", "HumanInputForm", "PendingForm",
     ),
     "dify_provider.client.models": (
         "AppInfo", "AppParameters", "BlockingRunResponse", "ServerInfo", "StopResult", "StreamEvent",
@@ -182,6 +186,9 @@ if TYPE_CHECKING:
         DifyError as DifyError,
     )
     from dify_provider.client.errors import (
+        DifyFormClosedError as DifyFormClosedError,
+    )
+    from dify_provider.client.errors import (
         DifyInvalidInputError as DifyInvalidInputError,
     )
     from dify_provider.client.errors import (
@@ -228,6 +235,18 @@ if TYPE_CHECKING:
     )
     from dify_provider.client.errors import (
         DifyTransportError as DifyTransportError,
+    )
+    from dify_provider.client.human_input.models import (
+        FormAction as FormAction,
+    )
+    from dify_provider.client.human_input.models import (
+        FormInput as FormInput,
+    )
+    from dify_provider.client.human_input.models import (
+        HumanInputForm as HumanInputForm,
+    )
+    from dify_provider.client.human_input.models import (
+        PendingForm as PendingForm,
     )
     from dify_provider.client.models import (
         AppInfo as AppInfo,

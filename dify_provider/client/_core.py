@@ -261,6 +261,8 @@ _CLASS_BY_CODE: dict[str, type[e.DifyAPIError]] = {
     e.CODE_PROVIDER_QUOTA_EXCEEDED: e.DifyProviderQuotaExceededError,
     e.CODE_PROVIDER_NOT_INITIALIZE: e.DifyModelProviderError,
     e.CODE_MODEL_CURRENTLY_NOT_SUPPORT: e.DifyModelProviderError,
+    e.CODE_FORM_SUBMITTED: e.DifyFormClosedError,
+    e.CODE_FORM_EXPIRED: e.DifyFormClosedError,
 }
 
 

@@ -20,6 +20,7 @@ from dify_provider.client._streams import AsyncStreamDeadline as AsyncStreamDead
 from dify_provider.client._transport import AsyncServiceClient
 from dify_provider.client._transport import fast_transport as fast_transport  # re-exported (hooks import it here)
 from dify_provider.client.chat.async_ import AsyncChatMethods
+from dify_provider.client.human_input.async_ import AsyncHumanInputMethods
 from dify_provider.client.models import (
     AppInfo,
     AppParameters,
@@ -39,7 +40,7 @@ class AsyncWorkflowStream(AsyncEventStream):
     """Async twin of :class:`~dify_provider.client.sync.WorkflowStream`."""
 
 
-class AsyncDifyClient(AsyncChatMethods, AsyncServiceClient[ClientConfig]):
+class AsyncDifyClient(AsyncChatMethods, AsyncHumanInputMethods, AsyncServiceClient[ClientConfig]):
     """Pooled, retrying async client for one Dify app. ``max_in_flight`` bounds concurrent
     requests so that thousands of callers queue in memory instead of thrashing the pool; see
     :class:`~dify_provider.client._transport.AsyncServiceClient` for the triggerer's fast path.

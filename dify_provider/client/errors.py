@@ -26,6 +26,9 @@ CODE_CONVERSATION_COMPLETED = "conversation_completed"
 CODE_PROVIDER_NOT_INITIALIZE = "provider_not_initialize"
 CODE_PROVIDER_QUOTA_EXCEEDED = "provider_quota_exceeded"
 CODE_MODEL_CURRENTLY_NOT_SUPPORT = "model_currently_not_support"
+CODE_FORM_SUBMITTED = "human_input_form_submitted"
+CODE_FORM_EXPIRED = "human_input_form_expired"
+CODE_INVALID_FORM_DATA = "invalid_form_data"
 
 
 class DifyError(Exception):
@@ -141,6 +144,18 @@ class DifyConversationCompletedError(DifyInvalidInputError):
 class DifyModelProviderError(DifyInvalidInputError):
     """The app's model cannot be called: no provider credentials, or the model is unavailable.
     Fixed in the Dify workspace's model settings, not by sending again."""
+
+
+class DifyFormClosedError(DifyInvalidInputError):
+    """412: the human-input form takes no answer any more (one answer per form, first wins)."""
+
+    @property
+    def submitted(self) -> bool:
+        return self.code == CODE_FORM_SUBMITTED
+
+    @property
+    def expired(self) -> bool:
+        return self.code == CODE_FORM_EXPIRED
 
 
 class DifyRateLimitError(DifyAPIError):

@@ -15,6 +15,7 @@ from dify_provider.client._streams import StreamDeadline as StreamDeadline  # re
 from dify_provider.client._streams import SyncEventStream
 from dify_provider.client._transport import SyncServiceClient
 from dify_provider.client.chat.sync import ChatMethods
+from dify_provider.client.human_input.sync import HumanInputMethods
 from dify_provider.client.models import (
     AppInfo,
     AppParameters,
@@ -38,7 +39,7 @@ class WorkflowStream(SyncEventStream):
     """
 
 
-class DifyClient(ChatMethods, SyncServiceClient[ClientConfig]):
+class DifyClient(ChatMethods, HumanInputMethods, SyncServiceClient[ClientConfig]):
     """Pooled, retrying client for one Dify app (one API key). Use as a context manager, or
     call :meth:`close` yourself: the pool holds sockets.
 

@@ -24,6 +24,7 @@ from dify_provider.client.usage import Budget
 from dify_provider.client.waiting import PollSchedule, Snapshot, snapshot_of_error, snapshot_of_run, timeout_snapshot
 from dify_provider.lineage import DifyLineageMixin
 from dify_provider.links import LINK_XCOM_KEY, DifyRunLink, console_logs_url
+from dify_provider.operators.human_input import HumanInputBridge, check_mode
 from dify_provider.operators.run_memory import RunMemory
 from dify_provider.operators.streaming import may_hang_up
 from dify_provider.operators.usage import BudgetExceededError, UsageAccount, lineage_facts
@@ -37,6 +38,7 @@ from dify_provider.version_compat import AIRFLOW_V_3_0_PLUS, TRIGGER_ON_KILL, wa
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from dify_provider.client.human_input.models import PendingForm
     from dify_provider.client.sync import DifyClient, StreamDeadline
     from dify_provider.hooks.dify import DifyHook
 
@@ -53,7 +55,7 @@ class RunTry:
     account: UsageAccount
 
 
-class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
+class DifyRunOperatorBase(HumanInputBridge, DifyLineageMixin, BaseOperator):
     """Shared by the operators that start a Dify run; not for use in DAGs by itself."""
 
     operator_extra_links = (DifyRunLink(),)
@@ -76,10 +78,12 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
         fail_on_paused: bool = False,
         max_total_tokens: int | None = None,
         max_total_price: str | None = None,
+        human_input: str = "wait",
         dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.human_input = check_mode(self.task_id, human_input)
         # Checked at DAG parse: a budget that cannot be enforced must not let a run start.
         self.budget = Budget.of(max_total_tokens, max_total_price)
         self.max_total_tokens, self.max_total_price = max_total_tokens, max_total_price
@@ -91,7 +95,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
         self.max_poll_interval = max_poll_interval
         self.timeout = timeout
         self.fail_on_partial = fail_on_partial
-        self.fail_on_paused = fail_on_paused
+        self.fail_on_paused = fail_on_paused or human_input == "fail"
         self.dify_conn_id = dify_conn_id
         # Fail at DAG parse time on a bad schedule rather than mid-run.
         PollSchedule(poll_interval, max_poll_interval)
@@ -101,6 +105,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
                              "the run goes on; timeout and execution_timeout still stop it")
         self._dify_task_id: str | None = None
         self._dify_run_id: str | None = None
+        self._seen_form: PendingForm | None = None
 
     @cached_property
     def hook(self) -> DifyHook:
@@ -120,7 +125,8 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
     def _follow_stream(self, t: RunTry, stream: Any, run_id: str, deadline: StreamDeadline) -> Snapshot | None:
         """Read the stream to the end: completion is seen the moment Dify sends it. Returns
         ``None`` when polling must take over (stream broke, run paused)."""
-        from dify_provider.client.models import WorkflowFinishedEvent, WorkflowPausedEvent
+        from dify_provider.client.human_input.models import PendingForm
+        from dify_provider.client.models import HumanInputRequiredEvent, WorkflowFinishedEvent, WorkflowPausedEvent
 
         try:
             for event in stream:
@@ -128,8 +134,10 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
                 self._count(t, t.account.see(event))
                 if isinstance(event, WorkflowFinishedEvent):
                     return snapshot_of_run(event.result.as_run(), self.policy)
+                if isinstance(event, HumanInputRequiredEvent):
+                    self._seen_form = PendingForm.of(event.data)
                 if isinstance(event, WorkflowPausedEvent):
-                    self.log.info("Run %s paused for human input; polling until it resumes", run_id)
+                    self.log.info("Run %s paused for human input", run_id)
                     return None
         except e.DifyError as exc:
             if deadline.fired:
@@ -231,6 +239,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
         elapsed = elapsed if isinstance(elapsed, int | float) else None
         usage = account.report(app=self._app_label(), elapsed_time=elapsed)
         self._note_lineage(usage, snapshot.status or None, snapshot.run_id or account.run_id)
+        self._push_answers(context, memory)
         return usage
 
     #: How OpenLineage facts name the app's mode when the operator did not read it.
@@ -256,6 +265,7 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
     def _wait(self, t: RunTry, run_id: str, stream: Any, deadline: StreamDeadline | None, **extra: Any) -> Any:
         """Wait for run ``run_id`` on its stream, in the triggerer, or by polling, then finish."""
         t.account.attach(run_id)
+        self._wait_extra = extra
         leave = not self.wait_for_termination or self.deferrable
         if leave and self.wait_for_termination and self.budget.active:
             # Dify 1.13 writes a run's tokens into its record only when it ends: a wait in the
@@ -264,6 +274,8 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
                           "can be stopped the moment its spend crosses it", self.budget.describe())
             leave = False
         if leave and stream is not None and not self._may_hang_up(t, run_id):
+            leave = False
+        if leave and self.wait_for_termination and stream is not None and self._needs_stream_for_forms(t):
             leave = False
         if leave and not self.wait_for_termination:
             if stream is not None:
@@ -276,7 +288,10 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
             self._defer(t, run_id)
         snapshot = None
         if stream is not None and deadline is not None:
+            self._seen_form = None
             snapshot = self._follow_stream(t, stream, run_id, deadline)
+            if snapshot is None and self._seen_form is not None:
+                self._while_paused(t, run_id, self._seen_form)  # parks the task, or the run is waited on
         if snapshot is None:
             snapshot = self._poll_until_done(t.client, run_id, t.started, t)
         if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
@@ -307,6 +322,8 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
                     self._count(t, t.account.see_run_total(run.total_tokens))
             if snapshot.verdict is not Verdict.WAIT:
                 return snapshot
+            if t is not None and snapshot.reason is Reason.PAUSED:
+                self._while_paused(t, run_id)
             say(snapshot)
             elapsed = time.time() - started
             if elapsed >= self.timeout:
@@ -321,7 +338,8 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
             run_id, self.dify_conn_id, dify_task_id=self._dify_task_id, user=t.user,
             poll_interval=self.poll_interval, max_poll_interval=self.max_poll_interval, started_at=t.started,
             end_time=t.started + self.timeout, execution_deadline=deadline,
-            fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused, stop_on_kill=True,
+            fail_on_partial=self.fail_on_partial, fail_on_paused=self.fail_on_paused or self._bridging(),
+            stop_on_kill=True,
         )
         # The trigger owns both deadlines and reports them as events, so the run can be stopped
         # in execute_complete; Airflow's deferral timeout would skip that, so none is set.
@@ -348,6 +366,8 @@ class DifyRunOperatorBase(DifyLineageMixin, BaseOperator):
             raise AirflowException(str(exc)) from None
         self._dify_run_id, self._dify_task_id = snapshot.run_id, dify_task_id
         memory = RunMemory(context)
+        if snapshot.reason is Reason.PAUSED and self._bridging():  # the trigger handed a pause over
+            return self._paused_in_triggerer(context, memory, snapshot.run_id, dify_task_id, user, extra)
         with self._kept(memory, context):
             if snapshot.reason in (Reason.TIMEOUT, Reason.EXECUTION_TIMEOUT):
                 with self._client(context) as client:

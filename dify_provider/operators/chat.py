@@ -68,6 +68,9 @@ class DifyChatOperator(DifyRunOperatorBase):
     :param max_total_tokens: budget in tokens over all tries of this task instance: crossing it
         stops the run and fails the task without retries (see README, "Usage and budgets").
     :param max_total_price: budget in money, an amount and the app's currency (``"0.50 USD"``).
+    :param human_input: when a chatflow pauses on a Human Input node: ``"wait"`` (default: someone
+        answers in Dify), ``"fail"``, or ``"airflow"`` (Airflow 3.1+: answered as this task's required
+        action in the Airflow UI, see README "Human input").
     """
 
     template_fields = ("query", "inputs", "conversation_id", "user", "files", "workflow_id", "dify_conn_id")
@@ -93,13 +96,14 @@ class DifyChatOperator(DifyRunOperatorBase):
         fail_on_partial: bool = False,
         max_total_tokens: int | None = None,
         max_total_price: str | None = None,
+        human_input: str = "wait",
         dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(user=user, deferrable=deferrable, poll_interval=poll_interval,
                          max_poll_interval=max_poll_interval, timeout=timeout, fail_on_partial=fail_on_partial,
                          max_total_tokens=max_total_tokens, max_total_price=max_total_price,
-                         dify_conn_id=dify_conn_id, **kwargs)
+                         human_input=human_input, dify_conn_id=dify_conn_id, **kwargs)
         self.query = query
         self.inputs = inputs if inputs is not None else {}
         self.conversation_id = conversation_id
@@ -322,6 +326,9 @@ class DifyChatOperator(DifyRunOperatorBase):
         attempt = getattr(self, "_try", None)
         memory = resumed[0] if resumed is not None else attempt.memory if attempt is not None else None
         return memory.get().get("mode") if memory is not None else None
+
+    def _resume_extra(self, extra: dict[str, Any]) -> None:
+        self._mode = extra.get("mode")
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
                          dify_task_id: str | None = None, user: str | None = None, **extra: Any) -> Any:

@@ -124,7 +124,7 @@ class RunMemory:
 def _final(exc: BaseException, context: Context) -> bool:
     from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 
-    if isinstance(exc, TaskDeferred):
+    if isinstance(exc, TaskDeferred) or type(exc).__name__ == "TaskAwaitingInput":  # 3.3: waits for a person
         return False
     if isinstance(exc, AirflowFailException | AirflowSensorTimeout):
         return True

@@ -56,7 +56,12 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
     :param timeout: seconds to wait for the run; when exceeded the run is stopped and the task
         fails, within about a second of the moment whatever the stream is doing.
     :param fail_on_partial: fail on ``partial-succeeded`` (default: succeed with a warning).
-    :param fail_on_paused: fail when the run pauses for human input (default: keep waiting).
+    :param fail_on_paused: fail when the run pauses for human input (default: keep waiting);
+        the same as ``human_input="fail"``.
+    :param human_input: when the run pauses on a Human Input node: ``"wait"`` (default: someone
+        answers in Dify), ``"fail"``, or ``"airflow"`` (Airflow 3.1+: the form becomes this task's
+        required action in the Airflow UI; the answer is posted to Dify and the task waits on; XCom
+        ``human_input``; see README "Human input").
     :param check_required_inputs: read ``GET /parameters`` first and fail before starting a run
         if an input is missing or would be refused (type, length, options), as Dify would: in
         streaming mode Dify 1.13 answers a refused input with silence, not with an error.
@@ -87,13 +92,15 @@ class DifyRunWorkflowOperator(DifyRunOperatorBase):
         check_required_inputs: bool = True,
         max_total_tokens: int | None = None,
         max_total_price: str | None = None,
+        human_input: str = "wait",
         dify_conn_id: str = DIFY_DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(user=user, deferrable=deferrable, poll_interval=poll_interval,
                          max_poll_interval=max_poll_interval, timeout=timeout, fail_on_partial=fail_on_partial,
                          fail_on_paused=fail_on_paused, max_total_tokens=max_total_tokens,
-                         max_total_price=max_total_price, dify_conn_id=dify_conn_id, **kwargs)
+                         max_total_price=max_total_price, human_input=human_input, dify_conn_id=dify_conn_id,
+                         **kwargs)
         self.inputs = inputs if inputs is not None else {}
         self.files = files
         self.workflow_id = workflow_id

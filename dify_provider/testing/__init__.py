@@ -21,6 +21,24 @@ Server behaviour follows Dify 1.13.2 unless switched (``EmulatorConfig``; ``Dify
 ``emu.configure(**changes)``), e.g. ``DifyEmulator(server_version="1.14.0")`` for the events and
 human-input form API, or ``configure(stopped_run_record="stopped")``.
 
+Human input: ``Scenario(status="paused", forms=(FormSpec(...), ...))`` pauses once per form (each
+with its own token), answered by ``POST /v1/form/human_input/{token}`` (Dify >= 1.14), by Dify
+1.13.2's key-less web route ``POST /api/form/human_input/{token}`` (every version), by
+``emu.resume(run_id, action, inputs)`` ("in the web app"), or timed out by
+``emu.expire_form(run_id)`` (over HTTP: ``POST /_emulator/runs/{id}/resume`` and
+``/_emulator/runs/{id}/expire-form``); the answers end up in the run's outputs (``human_input``, ``branch``)::
+
+    emu.script("approval", Scenario(status="paused", forms=(
+        FormSpec(node_id="review", actions=(FormActionSpec(id="ok", title="OK"),
+                                            FormActionSpec(id="no", title="No")), end_on=("no",)),
+        FormSpec(node_id="sign_off", inputs=(FormInputSpec(type="select", name="level",
+                                                           options=("low", "high")),)),
+    )))
+
+Where things live: routes in :mod:`dify_provider.testing.routes` (one module per API area; the
+form routes in ``routes/human_input.py`` and ``routes/web.py``), the form models in ``forms.py``,
+how a run asks them in ``form_state.py``, the rest of the run lifecycle in ``state.py``.
+
 In pytest, use the ``dify_emulator`` fixture (shared server, reset per test, and
 ``AIRFLOW_CONN_DIFY_DEFAULT`` pointing at it) or ``dify_emulator_factory``. From another process,
 run ``python -m dify_provider.testing serve`` and script it over ``/_emulator/``.
@@ -36,8 +54,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dify_provider.testing.catalog import default_apps
     from dify_provider.testing.chats import MessageSnapshot
     from dify_provider.testing.config import EmulatorConfig
+    from dify_provider.testing.forms import FormActionSpec, FormInputSpec, FormSpec
     from dify_provider.testing.models import (
         EmulatedApp,
         Fault,
@@ -46,7 +66,6 @@ if TYPE_CHECKING:
         RecordedRequest,
         RunSnapshot,
         Scenario,
-        default_apps,
     )
     from dify_provider.testing.server import DifyEmulator
 
@@ -55,6 +74,9 @@ __all__ = [
     "EmulatedApp",
     "EmulatorConfig",
     "Fault",
+    "FormActionSpec",
+    "FormInputSpec",
+    "FormSpec",
     "InputField",
     "MessageSnapshot",
     "NodeSpec",
@@ -68,6 +90,10 @@ _HOMES = {name: "dify_provider.testing.models" for name in __all__} | {
     "DifyEmulator": "dify_provider.testing.server",
     "EmulatorConfig": "dify_provider.testing.config",
     "MessageSnapshot": "dify_provider.testing.chats",
+    "FormSpec": "dify_provider.testing.forms",
+    "FormInputSpec": "dify_provider.testing.forms",
+    "FormActionSpec": "dify_provider.testing.forms",
+    "default_apps": "dify_provider.testing.catalog",
 }
 
 

@@ -3,7 +3,9 @@ a separately started emulator (Airflow running as its own processes in an end-to
 
 Runs (``/runs``, a chatflow message's run included: its snapshot names ``message_id`` and
 ``conversation_id``) and chat messages (``/messages``: every mode's, a chatflow's with its
-``workflow_run_id``) each have their list, detail, ``wait``, ``finish``, ``release`` and ``stop``.
+``workflow_run_id``) each have their list, detail, ``wait``, ``finish``, ``release`` and ``stop``;
+a paused run also ``resume`` (its form answered in the web app; 400 for an answer the form refuses)
+and ``expire-form`` (its form timed out).
 
 No auth: the server only listens on loopback unless told otherwise. Handlers run on the server
 loop, which owns run state, so they call the state directly.
@@ -22,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing.chats import ChatMessage, MessageSnapshot
+from dify_provider.testing.forms import InvalidFormData
 from dify_provider.testing.models import Fault, FinalStatus, RunSnapshot, Scenario
 from dify_provider.testing.runs import Run
 from dify_provider.testing.state import EmulatorState
@@ -133,7 +136,15 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
     async def resume(request: Request) -> Any:
         target = run_of(request)
         body = ResumeBody.model_validate(await _json(request))
-        state.resume(target, body.action, body.inputs)
+        try:
+            state.resume(target, body.action, body.inputs)
+        except InvalidFormData as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return _snapshot(target)
+
+    async def expire_form(request: Request) -> Any:
+        target = run_of(request)
+        state.expire_form(target)
         return _snapshot(target)
 
     async def stop(request: Request) -> Any:
@@ -244,6 +255,7 @@ def admin_routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/runs/{run_id}/wait", handler(wait), methods=["GET"]),
         Route("/runs/{run_id}/finish", handler(finish), methods=["POST"]),
         Route("/runs/{run_id}/resume", handler(resume), methods=["POST"]),
+        Route("/runs/{run_id}/expire-form", handler(expire_form), methods=["POST"]),
         Route("/runs/{run_id}/stop", handler(stop), methods=["POST"]),
         Route("/runs/{run_id}/release", handler(release), methods=["POST"]),
         Route("/messages", handler(messages), methods=["GET"]),

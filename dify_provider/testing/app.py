@@ -1,5 +1,6 @@
-"""The emulator's ASGI app: the ``/v1`` service API (dify-api.md section 1) and the
-``/_emulator`` admin API on Starlette.
+"""The emulator's ASGI app: the ``/v1`` service API (dify-api.md section 1), the few ``/api`` web-API
+routes a test needs (the human-input form by token, :mod:`~dify_provider.testing.routes.web`) and
+the ``/_emulator`` admin API on Starlette.
 
 The service routes are in :mod:`dify_provider.testing.routes`, one module per API area; this
 module puts them together: ``/v1`` without slash redirects (Werkzeug answers ``/v1/info/`` with
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dify_provider.testing.admin import admin_routes
 from dify_provider.testing.recording import RecordingMiddleware
-from dify_provider.testing.routes import app_info, chat, conversations, events, files, human_input, workflows
+from dify_provider.testing.routes import app_info, chat, conversations, events, files, human_input, web, workflows
 from dify_provider.testing.routes._core import http_error
 from dify_provider.testing.state import EmulatorState
 
@@ -68,10 +69,12 @@ async def _to_index(request: Request) -> Response:
 def create_app(state: EmulatorState) -> ASGIApp:
     # No slash redirects inside /v1: Werkzeug answers /v1/info/ with 404, not a redirect.
     service = Router(routes=service_routes(state), redirect_slashes=False)
+    web_api = Router(routes=web.routes(state), redirect_slashes=False)
     app = Starlette(
         routes=[
             Route("/v1", _to_index, methods=["GET", "HEAD"]),
             Mount("/v1", app=service),
+            Mount("/api", app=web_api),
             Mount("/_emulator", routes=admin_routes(state)),
         ],
         exception_handlers={HTTPException: http_error, Exception: http_error},

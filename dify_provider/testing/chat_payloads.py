@@ -20,10 +20,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dify_provider.testing.chats import UUID_NIL, ChatMessage, Conversation
+from dify_provider.testing.forms import actions_json, inputs_json
 from dify_provider.testing.models import EMULATOR_NAMESPACE
+
+if TYPE_CHECKING:
+    from dify_provider.testing.runs import PendingForm, Run
 
 PROMPT_UNIT_PRICE = Decimal("0.5")
 COMPLETION_UNIT_PRICE = Decimal("1.5")
@@ -210,6 +214,30 @@ def _thoughts(message: ChatMessage) -> list[dict[str, Any]]:
     }]  # fmt: skip
 
 
+def _form_content(run: Run, form: PendingForm) -> dict[str, Any]:
+    """One ``extra_contents`` entry of a chatflow message (``HumanInputContent``, recordings
+    hitl/A2, A7): a form not submitted (waiting, or timed out) with its definition and token, which
+    is how a 1.13.2 client finds a later form's token; a submitted one with the answer."""
+    definition = submission = None
+    if form.submitted:
+        submission = {"node_id": form.node.node_id, "node_title": form.node.title,
+                      "rendered_content": form.answered_content, "action_id": form.action,
+                      "action_text": form.spec.action_title(form.action or "")}
+    else:
+        definition = {"form_id": form.form_id, "node_id": form.node.node_id, "node_title": form.node.title,
+                      "form_content": form.content, "inputs": inputs_json(form.spec),
+                      "actions": actions_json(form.spec), "display_in_ui": form.spec.delivery == "webapp",
+                      "form_token": form.token, "resolved_default_values": dict(form.resolved_defaults),
+                      "expiration_time": form.expiration_time}
+    return {"workflow_run_id": run.id, "submitted": form.submitted, "form_definition": definition,
+            "form_submission_data": submission, "type": "human_input"}
+
+
+def saved_answer(message: ChatMessage) -> str:
+    """The message row's ``answer``: empty until the message ends (or its chatflow pauses)."""
+    return message.answer.strip() if message.saved else ""
+
+
 def message_item(message: ChatMessage) -> dict[str, Any]:
     """A ``GET /messages`` item (``MessageListItem``): what Dify saved of the message."""
     saved = message.saved  # what a failed or unfinished message has: an empty answer, no metadata
@@ -219,7 +247,7 @@ def message_item(message: ChatMessage) -> dict[str, Any]:
         "parent_message_id": UUID_NIL,
         "inputs": message.inputs,
         "query": message.query,
-        "answer": message.answer.strip() if saved else "",
+        "answer": saved_answer(message),
         "feedback": None,
         "retriever_resources": [_listed_resource(message, r) for r in retriever_resources(message)] if saved else [],
         "created_at": int(message.created_at),
@@ -227,7 +255,7 @@ def message_item(message: ChatMessage) -> dict[str, Any]:
         "message_files": [],
         "status": message.api_status,
         "error": message.error,
-        "extra_contents": [],
+        "extra_contents": [] if message.run is None else [_form_content(message.run, f) for f in message.run.forms],
     }
 
 

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing import chat_payloads as chat
+from dify_provider.testing.catalog import ECHO_ANSWER
 from dify_provider.testing.chats import ChatMessage, Conversation, MessageState
 from dify_provider.testing.errors import DifyError, invalid_param
-from dify_provider.testing.models import ECHO_ANSWER, EmulatedApp
+from dify_provider.testing.models import EmulatedApp
 from dify_provider.testing.runs import Item, Node, Run, render
 from dify_provider.testing.validation import validate_inputs
 

@@ -86,6 +86,14 @@ class EmulatorConfig(BaseModel):
         """``GET /workflow/{id}/events`` and ``/form/human_input/{token}`` exist from Dify 1.14."""
         return version_tuple(self.server_version) >= (1, 14)
 
+    @property
+    def pauses_as_113(self) -> bool:
+        """Dify 1.13.x's pause handling (recordings ``tests/contract/recordings-hitl``): a paused
+        blocking workflow answer names no form (no ``reasons``), a blocking chatflow that pauses
+        answers 400 "queue listening stopped unexpectedly.", and a stop leaves a paused run paused
+        (a later answer then strands it ``running``). From 1.14 the other way round."""
+        return not self.has_events_api
+
     @classmethod
     def switches(cls) -> tuple[str, ...]:
         return tuple(cls.model_fields)

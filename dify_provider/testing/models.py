@@ -16,6 +16,7 @@ from typing import Any, Literal, Self, TypedDict, Unpack
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dify_provider.client.status import WorkflowRunStatus
+from dify_provider.testing.forms import DEFAULT_FORM, FormSpec
 
 AppMode = Literal["workflow", "advanced-chat", "chat", "agent-chat", "completion"]
 InputType = Literal["text-input", "paragraph", "select", "number", "checkbox", "file", "file-list"]
@@ -78,8 +79,15 @@ class Scenario(_Frozen):
     """How one run unfolds. Timing defaults are tiny so suites stay fast.
 
     ``status="paused"`` stops at a human-input node until the form is submitted (or
-    :meth:`DifyEmulator.resume`), then runs ``steps_after_resume`` more nodes and ends
-    ``after_resume``. ``hold=True`` keeps the run ``running`` after its nodes until the test calls
+    :meth:`DifyEmulator.resume`, or timed out by :meth:`DifyEmulator.expire_form`), then runs
+    ``steps_after_resume`` more nodes and ends ``after_resume``. ``forms`` scripts the pauses:
+    one per :class:`~dify_provider.testing.forms.FormSpec`, in order, a generic node between two;
+    a form's ``end_on`` action ends the run ``succeeded`` at once, and the run's outputs gain
+    ``human_input`` (each answer by node id) and ``branch`` (the last action, or ``"timeout"``).
+    Without ``forms`` the run asks one default form (a ``comment``, approve or reject) and its
+    outputs stay the app's.
+
+    ``hold=True`` keeps the run ``running`` after its nodes until the test calls
     :meth:`DifyEmulator.finish` (which then decides the outcome), so tests decide when time passes
     instead of sleeping (:meth:`DifyEmulator.release` lets it end with ``status`` instead).
     Totals: ``total_steps`` counts nodes *started* (as Dify's graph engine does, so a stopped run
@@ -90,10 +98,11 @@ class Scenario(_Frozen):
     (before the human-input node, for ``status="paused"``); with ``status="failed"`` the last one fails.
 
     Chat apps: a chatflow message is a run of this scenario (without ``nodes``: the app's own, or
-    :data:`CHATFLOW_NODES`), whose LLM nodes alone spend tokens (the usage formula's, not
-    ``tokens_per_step``). A ``chat``/``agent-chat``/``completion`` message streams its answer
-    chunks ``step_seconds`` apart, then holds if ``hold``, then ends: ``status="failed"`` with
-    ``error`` as an in-stream ``error`` event, any other status normally.
+    :data:`~dify_provider.testing.catalog.CHATFLOW_NODES`), whose LLM nodes alone spend tokens
+    (the usage formula's, not ``tokens_per_step``); it pauses for its forms as a workflow does.
+    A ``chat``/``agent-chat``/``completion`` message streams its answer chunks ``step_seconds``
+    apart, then holds if ``hold``, then ends: ``status="failed"`` with ``error`` as an in-stream
+    ``error`` event, any other status normally.
     """
 
     steps: int = Field(default=3, ge=1)
@@ -106,6 +115,23 @@ class Scenario(_Frozen):
     steps_after_resume: int = Field(default=1, ge=0)
     after_resume: FinalStatus = "succeeded"
     nodes: tuple[NodeSpec, ...] | None = Field(default=None, min_length=1)
+    forms: tuple[FormSpec, ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_forms(self) -> Self:
+        if self.forms is None:
+            return self
+        if self.status != "paused":
+            raise ValueError('forms are asked by a paused run: add status="paused"')
+        node_ids = [form.node_id for form in self.forms]
+        if len(set(node_ids)) != len(node_ids):
+            raise ValueError(f"two forms share a node_id: {node_ids}")
+        return self
+
+    @property
+    def pause_forms(self) -> tuple[FormSpec, ...]:
+        """The forms a paused run asks, in order."""
+        return self.forms if self.forms is not None else (DEFAULT_FORM,)
 
 
 class FaultScope(TypedDict, total=False):
@@ -300,63 +326,6 @@ class EmulatedApp(_Frozen):
         return (self.outputs_fn or echo_outputs)(inputs)
 
 
-#: Chunks of the chat apps' deterministic answers (``Echo: hi (turn 1)``).
-ECHO_ANSWER = ("Echo: ", "{sys.query}", " (turn {sys.dialogue_count})")
-_LLM = NodeSpec(id="llm", type="llm", title="LLM", text_chunks=tuple((chunk, ("llm", "text")) for chunk in ECHO_ANSWER))
-#: What a chatflow runs when its scenario names no nodes: start, an LLM streaming the answer, answer.
-CHATFLOW_NODES = (
-    NodeSpec(id="start", type="start", title="Start"),
-    _LLM,
-    NodeSpec(id="answer", type="answer", title="Answer"),
-)
-
-
-def chat_apps() -> list[EmulatedApp]:
-    """One app per chat mode: ``chat`` (a chatflow: start, knowledge retrieval, LLM, answer),
-    ``basic-chat``, ``agent`` and ``completion``; answers and usage are functions of the request."""
-    quick = Scenario(step_seconds=0.005, tokens_per_step=0)
-    knowledge = NodeSpec(id="knowledge", type="knowledge-retrieval", title="Knowledge Retrieval")
-    echo = "answering `Echo: <query> (turn <n>)`, citing one passage"
-    return [
-        EmulatedApp(name="chat", mode="advanced-chat", description=f"A chatflow {echo}.", retriever_resource=True,
-                    inputs=(InputField(variable="name", label="Name", max_length=48),),
-                    scenario=quick.model_copy(update={"nodes": (CHATFLOW_NODES[0], knowledge, *CHATFLOW_NODES[1:])})),
-        EmulatedApp(name="basic-chat", mode="chat", description=f"A chatbot {echo}.", answer=ECHO_ANSWER,
-                    retriever_resource=True, scenario=quick),
-        EmulatedApp(name="agent", mode="agent-chat", description="An agent answering `Agent: <query> (turn <n>)`.",
-                    answer=("Agent: ", *ECHO_ANSWER[1:]), scenario=quick),
-        EmulatedApp(name="completion", mode="completion", description="Answers `Completion: <text>`.",
-                    inputs=(InputField(variable="text", label="Text", required=True, max_length=256),),
-                    answer=("Completion: ", "{text}"), scenario=quick),
-    ]  # fmt: skip
-
-
-def default_apps() -> list[EmulatedApp]:
-    """``echo`` (the workhorse), the :func:`chat_apps`, ``slow`` (10 x 1 s, for watching a run by
-    hand) and ``approval`` (pauses for human input)."""
-    text = InputField(variable="text", label="Text", required=True, max_length=256)
-    return [
-        EmulatedApp(
-            name="echo",
-            description="Upper-cases `text`; outputs echo the inputs.",
-            inputs=(text, InputField(variable="count", type="number", label="Count")),
-        ),
-        *chat_apps(),
-        EmulatedApp(
-            name="slow",
-            description="Ten one-second steps.",
-            inputs=(InputField(variable="text", label="Text"),),
-            scenario=Scenario(steps=10, step_seconds=1.0),
-        ),
-        EmulatedApp(
-            name="approval",
-            description="Pauses at a human-input node until the form is submitted.",
-            inputs=(InputField(variable="text", label="Text"),),
-            scenario=Scenario(status="paused"),
-        ),
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class RunSnapshot:
     """A copy of one run's state at the moment it was taken (``inputs`` without ``sys.*``)."""
@@ -375,6 +344,7 @@ class RunSnapshot:
     elapsed_time: float
     total_tokens: int
     total_steps: int
+    #: The token of the form the run waits on (None: none waits, or it went out by email only).
     form_token: str | None
     held: bool
     orphaned: bool
@@ -384,15 +354,21 @@ class RunSnapshot:
     #: A chatflow run's message and conversation (None for a workflow run).
     message_id: str | None = None
     conversation_id: str | None = None
+    #: The node id of the form the run waits on (also for an email form, which has no token).
+    form_node_id: str | None = None
+    #: Forms answered so far (a timed-out one is not answered).
+    forms_answered: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request the service API received (the admin API is not recorded).
+    """One request the service API (``/v1``) or the web API (``/api``) received; the admin API
+    is not recorded.
 
     ``body`` is the parsed JSON (or the raw text if it did not parse), ``form`` the multipart
     fields (files as ``{"filename", "content_type", "size"}``); ``app`` is the app whose key was
-    presented; ``fault`` the kind of fault that fired on it, if any.
+    presented (None for the web API, which takes none); ``fault`` the kind of fault that fired on
+    it, if any.
     """
 
     seq: int

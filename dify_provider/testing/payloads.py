@@ -10,14 +10,16 @@ Shapes follow recordings of a real Dify 1.13.2 (``tests/contract/recordings``).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing.chat_payloads import ids
+from dify_provider.testing.forms import actions_json, inputs_json
 from dify_provider.testing.models import EMULATOR_NAMESPACE, EmulatedApp, InputField
-from dify_provider.testing.runs import FORM_ACTIONS, FORM_CONTENT, FORM_INPUTS, Node, PendingForm, Run
+from dify_provider.testing.runs import Node, PendingForm, Run
 
 #: ``Workflow.version`` of a published workflow is its publication timestamp.
 WORKFLOW_VERSION = "2026-03-02 09:30:00.000000"
@@ -136,26 +138,34 @@ def workflow_finished(run: Run, *, task_id: str | None = None) -> dict[str, Any]
 
 
 def _reason(form: PendingForm) -> dict[str, Any]:
+    """``HumanInputRequired.model_dump(mode="json")``, which ``workflow_paused`` and a paused
+    blocking answer list as ``reasons`` (no expiration time there)."""
     return {
         "TYPE": "human_input_required",
         "form_id": form.form_id,
-        "form_token": form.token,
+        "form_content": form.content,
+        "inputs": inputs_json(form.spec),
+        "actions": actions_json(form.spec),
+        "display_in_ui": form.spec.delivery == "webapp",  # ``is_webapp_enabled``
         "node_id": form.node.node_id,
         "node_title": form.node.title,
+        "resolved_default_values": dict(form.resolved_defaults),
+        "form_token": form.token,
     }
 
 
 def human_input_required(run: Run, form: PendingForm) -> dict[str, Any]:
+    reason = _reason(form)  # the same facts, in HumanInputRequiredResponse's order (recording hitl/10)
     data = {
         "form_id": form.form_id,
-        "form_token": form.token,
         "node_id": form.node.node_id,
         "node_title": form.node.title,
-        "form_content": FORM_CONTENT,
-        "inputs": FORM_INPUTS,
-        "actions": FORM_ACTIONS,
-        "display_in_ui": True,
-        "resolved_default_values": {},
+        "form_content": form.content,
+        "inputs": reason["inputs"],
+        "actions": reason["actions"],
+        "display_in_ui": reason["display_in_ui"],
+        "form_token": form.token,
+        "resolved_default_values": reason["resolved_default_values"],
         "expiration_time": form.expiration_time,
     }
     return _envelope(run, "human_input_required", data)
@@ -176,36 +186,55 @@ def workflow_paused(run: Run, form: PendingForm) -> dict[str, Any]:
     return _envelope(run, "workflow_paused", data)
 
 
-def human_input_form_filled(run: Run, form: PendingForm, action: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    titles = {a["id"]: a["title"] for a in FORM_ACTIONS}
+def human_input_form_filled(
+    run: Run, form: PendingForm, action: str, inputs: dict[str, Any], rendered: str
+) -> dict[str, Any]:
     data = {
         "node_id": form.node.node_id,
         "node_title": form.node.title,
-        "rendered_content": FORM_CONTENT.replace("{{#$output.comment#}}", str(inputs.get("comment", ""))),
+        "rendered_content": rendered,
         "action_id": action,
-        "action_text": titles.get(action, action),
-        "submitted_data": inputs,
+        "action_text": form.spec.action_title(action),
+        "submitted_data": inputs,  # not in 1.13.2's entity; dify-api.md 4.2 lists it
     }
     return _envelope(run, "human_input_form_filled", data)
 
 
+def human_input_form_timeout(run: Run, form: PendingForm) -> dict[str, Any]:
+    data = {"node_id": form.node.node_id, "node_title": form.node.title, "expiration_time": form.expiration_time}
+    return _envelope(run, "human_input_form_timeout", data)
+
+
+def _as_text(value: Any) -> str:
+    """``_stringify_default_values``: what the form page prefills is text."""
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+
+
 def form_definition(form: PendingForm) -> dict[str, Any]:
+    """The form by token, as 1.13.2's ``_jsonify_form_definition`` builds it (the web API adds
+    ``site``)."""
     return {
-        "form_content": FORM_CONTENT,
-        "inputs": FORM_INPUTS,
-        "resolved_default_values": {},
-        "user_actions": FORM_ACTIONS,
+        "form_content": form.content,
+        "inputs": inputs_json(form.spec),
+        "resolved_default_values": {name: _as_text(value) for name, value in form.resolved_defaults.items()},
+        "user_actions": actions_json(form.spec),
         "expiration_time": form.expiration_time,
     }
 
 
-def blocking_body(run: Run) -> dict[str, Any]:
+def blocking_body(run: Run, *, reasons: bool = False) -> dict[str, Any]:
+    """The blocking answer, at the end or at a pause. A paused one on 1.13.2 (recording hitl/20,
+    ``_to_blocking_response``) is the pause's totals with ``outputs`` {}, ``finished_at`` null and
+    no form: ``reasons`` (with the form token) only when asked, which the routes do from 1.14 on
+    (``has_events_api``: observed by the new SDK against a newer Dify, not in the docs)."""
     data = finished_data(run)
     del data["created_by"], data["exceptions_count"], data["files"]
     if run.status == WorkflowRunStatus.PAUSED and run.form is not None:
-        # Observed on 1.17 by the new SDK (not in the docs): a blocking call returns at the pause.
         data["outputs"] = {}
-        data["reasons"] = [_reason(run.form)]
+        if reasons:
+            data["reasons"] = [_reason(run.form)]
     return {"task_id": run.task_id, "workflow_run_id": run.id, "data": data}
 
 

@@ -29,7 +29,7 @@ from dify_provider.testing.config import EmulatorConfig
 from dify_provider.testing.faults import FaultBook
 from dify_provider.testing.models import EmulatedApp, RunSnapshot, Scenario
 from dify_provider.testing.recording import RequestLog
-from dify_provider.testing.runs import Run
+from dify_provider.testing.runs import PendingForm, Run
 
 T = TypeVar("T")
 
@@ -131,6 +131,17 @@ class Registry:
 
     def run_by_form(self, token: str) -> Run | None:
         return self._forms.get(token)
+
+    def form_by_token(self, token: str) -> tuple[Run, PendingForm] | None:
+        """The form a token names (each form of a run has its own), with its run."""
+        run = self._forms.get(token)
+        form = run.form_for(token) if run is not None else None
+        return None if run is None or form is None else (run, form)
+
+    def add_form(self, run: Run, form: PendingForm) -> None:
+        """Make a form findable by its token (an email-only form has none)."""
+        if form.token is not None:
+            self._forms[form.token] = run
 
     def runs_of(self, app: EmulatedApp) -> list[Run]:
         return self._by_app.get(app.name, [])

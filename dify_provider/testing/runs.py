@@ -1,6 +1,11 @@
-"""The server-side record of one workflow run and of the nodes and form it goes through.
+"""The server-side record of one workflow run and of the nodes and forms it goes through.
 
 A :class:`Run` lives on the server's event loop; tests only ever see :class:`RunSnapshot` copies.
+A paused run opens one :class:`PendingForm` per form its scenario asks (``Run.forms``, the last
+one ``Run.form``); each has its own token, by which the routes find it (the service API's
+``/v1/form/human_input/{token}`` in :mod:`~dify_provider.testing.routes.human_input`, Dify
+1.13.2's web API ``/api/form/human_input/{token}`` in :mod:`~dify_provider.testing.routes.web`),
+and the answers land in ``Run.answers`` (:mod:`~dify_provider.testing.form_state` drives it).
 Its public numbers (``steps``, ``tokens``) count what has happened so far and ``status`` is the
 truth; the API-facing builders in :mod:`payloads` decide what Dify would *show* (zeros until the
 end, ``running`` for a run 1.13.2 stopped: ``api_status``).
@@ -20,6 +25,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from dify_provider.client.status import TERMINAL_STATUSES, WorkflowRunStatus
+from dify_provider.testing.forms import DEFAULT_FORM, FormSpec
 from dify_provider.testing.models import EMULATOR_NAMESPACE, EmulatedApp, RunSnapshot, Scenario
 
 if TYPE_CHECKING:
@@ -27,14 +33,6 @@ if TYPE_CHECKING:
 
 #: A queued SSE item: an event dict, or None to close the stream (reset/shutdown).
 Item = dict[str, Any] | None
-
-FORM_INPUTS: list[dict[str, Any]] = [{"type": "paragraph", "output_variable_name": "comment", "default": None}]
-FORM_ACTIONS: list[dict[str, str]] = [
-    {"id": "approve", "title": "Approve", "button_style": "primary"},
-    {"id": "reject", "title": "Reject", "button_style": "default"},
-]
-FORM_CONTENT = "Please review the result before it is published.\n\n{{#$output.comment#}}"
-FORM_TTL_SECONDS = 24 * 3600
 
 
 class _Template(string.Formatter):
@@ -83,14 +81,38 @@ class Node:
 
 @dataclass(eq=False)
 class PendingForm:
-    """A human-input form waiting for its one (first-wins) submission."""
+    """A human-input form waiting for its one (first-wins) submission. ``expired``: it can no
+    longer be answered (timed out, or its run ended); ``timed_out``: it took the timeout branch."""
 
     node: Node
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    spec: FormSpec = DEFAULT_FORM
+    #: The spec's content with the run's variables filled in as the form opened (Dify's
+    #: ``rendered_content``: the ``$output`` placeholders wait for the answer).
+    content: str = ""
+    #: What the run's inputs made of the variable defaults when the form opened.
+    resolved_defaults: dict[str, Any] = field(default_factory=dict)
     form_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    expiration_time: int = field(default_factory=lambda: int(time.time()) + FORM_TTL_SECONDS)
+    opened_at: float = field(default_factory=time.time)
     submitted: bool = False
     expired: bool = False
+    timed_out: bool = False
+    #: Once submitted: the action, and the content with the answer filled in.
+    action: str | None = None
+    answered_content: str | None = None
+
+    @cached_property
+    def token(self) -> str | None:
+        """The web-app recipient's access token; an email-only form has none the run announces."""
+        return secrets.token_urlsafe(16) if self.spec.delivery == "webapp" else None
+
+    @property
+    def expiration_time(self) -> int:
+        return int(self.opened_at) + self.spec.ttl_seconds
+
+    def answerable(self, now: float | None = None) -> bool:
+        """Neither submitted nor expired (``ensure_form_active``: by status, then by the clock)."""
+        now = time.time() if now is None else now
+        return not self.submitted and not self.expired and now < self.expiration_time
 
 
 @dataclass(eq=False)
@@ -115,11 +137,21 @@ class Run:
     orphaned: bool = False
     #: Stopped through the stop API on a server whose record then stays ``running`` (1.13.2).
     shows_running: bool = False
+    #: 1.13.x: stops sent while the run was paused, which wait for its resumption: the stop API's
+    #: flag (``stop_requested``) and the graph engine's stop command alone (``abort_reason``).
+    stop_requested: bool = False
+    abort_reason: str | None = None
     #: The status ``workflow_finished`` reports when it differs from the record's (an aborted run).
     stream_status: WorkflowRunStatus | None = None
     #: The chatflow message this run answers (None: a workflow run).
     message: ChatMessage | None = None
+    #: The form asked last (the one waited on while paused), and every form asked, in order.
     form: PendingForm | None = None
+    forms: list[PendingForm] = field(default_factory=list)
+    #: Node id -> ``{"action", "action_text", "inputs"}`` of each answered form.
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The action of the last answered form, or ``"timeout"`` after a timed-out one.
+    branch: str | None = None
     nodes: list[Node] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     #: Index in ``events`` of the latest ``workflow_started`` (initial or resumption).
@@ -188,10 +220,22 @@ class Run:
         end = self.finished_at if self.finished_at is not None else time.time()
         return round(end - self.created_at, 6)
 
+    @property
+    def pending_form(self) -> PendingForm | None:
+        """The form the run waits on now, if any."""
+        form = self.form
+        if form is None or self.status != WorkflowRunStatus.PAUSED or form.submitted or form.expired:
+            return None
+        return form
+
+    def form_for(self, token: str) -> PendingForm | None:
+        return next((form for form in self.forms if form.token == token), None)
+
     def open_node(self) -> Node | None:
         return self.nodes[-1] if self.nodes and self.nodes[-1].finished_at is None else None
 
     def snapshot(self) -> RunSnapshot:
+        pending = self.pending_form
         return RunSnapshot(
             id=self.id,
             task_id=self.task_id,
@@ -207,10 +251,12 @@ class Run:
             elapsed_time=self.elapsed(),
             total_tokens=self.tokens,
             total_steps=self.steps,
-            form_token=self.form.token if self.form and not self.form.submitted else None,
+            form_token=pending.token if pending is not None else None,
             held=self.held,
             orphaned=self.orphaned,
             api_status=self.api_status,
             message_id=None if self.message is None else self.message.id,
             conversation_id=None if self.message is None else self.message.conversation.id,
+            form_node_id=pending.node.node_id if pending is not None else None,
+            forms_answered=len(self.answers),
         )

@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing.app import create_app
+from dify_provider.testing.catalog import default_apps
 from dify_provider.testing.chats import ChatMessage, MessageSnapshot
 from dify_provider.testing.config import EmulatorConfig
 from dify_provider.testing.models import (
@@ -25,7 +26,6 @@ from dify_provider.testing.models import (
     RecordedRequest,
     RunSnapshot,
     Scenario,
-    default_apps,
 )
 from dify_provider.testing.runs import Run
 from dify_provider.testing.serving import LoopbackServer
@@ -47,7 +47,7 @@ class DifyEmulator:
     """A local Dify service API on loopback, behaving like Dify 1.13.2 unless switched.
     ``with DifyEmulator() as emu: ...``
 
-    ``apps`` defaults to :func:`~dify_provider.testing.models.default_apps`. ``**switches`` are
+    ``apps`` defaults to :func:`~dify_provider.testing.catalog.default_apps`. ``**switches`` are
     :class:`~dify_provider.testing.config.EmulatorConfig` fields (``server_version="1.12.0",
     pre_113_disconnect=True, stream_idle_timeout=0.5, ...``), applied over ``config`` (a config
     or a mapping; None: the 1.13.2 defaults); an unknown name is a ``TypeError``. ``port=0``
@@ -205,11 +205,26 @@ class DifyEmulator:
         return self._on_loop(act)
 
     def resume(self, run_id: str, action: str = "approve", inputs: dict[str, Any] | None = None) -> RunSnapshot:
-        """Submit a paused run's form, as ``POST /form/human_input/{token}`` would."""
+        """Answer the form a paused run waits on, as a person in Dify's web app would: a later
+        submission by token gets 412 submitted. Inputs left out keep their prefilled value (a
+        default, else empty; a select: its first option); an action the form lacks, or a select
+        value not among its options, is a ``ValueError`` (``InvalidFormData``)."""
 
         def act() -> RunSnapshot:
             run = self._run(run_id)
             self.state.resume(run, action, dict(inputs or {}))
+            return run.snapshot()
+
+        return self._on_loop(act)
+
+    def expire_form(self, run_id: str) -> RunSnapshot:
+        """Time out the form a paused run waits on, as Dify's sweeper does once its expiration time
+        has passed: submissions get 412 expired, the run emits ``human_input_form_timeout`` and
+        goes on along the timeout branch (``branch: "timeout"``, no answer; later forms still come)."""
+
+        def act() -> RunSnapshot:
+            run = self._run(run_id)
+            self.state.expire_form(run)
             return run.snapshot()
 
         return self._on_loop(act)
@@ -228,7 +243,9 @@ class DifyEmulator:
     def stop(self, run_id: str) -> RunSnapshot:
         """Stop a run as the stop API does: the stream ends ``stopped``; with the 1.13.2 default
         ``stopped_run_record="running"`` the API record stays ``running`` (``snapshot.status`` is
-        ``stopped``, ``snapshot.api_status`` ``running``). A pre-1.13 orphan ignores it."""
+        ``stopped``, ``snapshot.api_status`` ``running``). A pre-1.13 orphan ignores it. A paused
+        run on 1.13.x stays paused; answering its form then strands it (status ``stopped``,
+        ``api_status`` ``running`` with no totals, for good); from 1.14 it ends ``stopped``."""
 
         def act() -> RunSnapshot:
             run = self._run(run_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -69,7 +69,8 @@ class EventStream(Response):
     stream's start) while ``executing()`` says so (None: always). ``idle_timeout`` ends the stream
     after that long without a frame (pings count unless ``pings_keep_alive`` is False). The stream
     ends after an event named in ``terminal`` (a run's: ``workflow_finished`` or ``error``; a chat
-    message's: ``message_end`` or ``error``).
+    message's: ``message_end`` or ``error``), and after a ``workflow_paused`` if ``close_on_pause``.
+    ``prelude`` frames go out before the queue's (the events endpoint's state snapshot).
     """
 
     media_type = "text/event-stream"
@@ -90,6 +91,7 @@ class EventStream(Response):
         headers: dict[str, str] | None = None,
         on_error: Callable[[Fault], dict[str, Any]] | None = None,
         terminal: frozenset[str] = _TERMINAL,
+        prelude: Sequence[dict[str, Any]] = (),
     ) -> None:
         # Like StreamingResponse: no ``body`` attribute, hence no Content-Length (chunked).
         self.status_code = 200
@@ -107,7 +109,7 @@ class EventStream(Response):
         self.encoder = encoder
         self.on_error = on_error
         self.terminal = terminal
-        self._backlog: list[Item] = []
+        self._backlog: list[Item] = list(prelude)
         self._send_fn: Send | None = None
         self._next_ping = 0.0
         self._last_frame = 0.0

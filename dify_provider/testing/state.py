@@ -2,13 +2,14 @@
 (what the emulator remembers, and waiting for it to change) plus the run lifecycle.
 
 A run is created and registered (:meth:`EmulatorState.create_run`), then driven by one asyncio task
-(:meth:`EmulatorState.launch`) through its scenario's nodes, an optional human-input pause and an
-optional hold, to its end; SSE readers subscribe to its events. The control calls (``resume``,
-``stop``, ``abort``, ``release``, ``finish``, ``fail``, ``client_gone``) change a run from outside
-its task. A chatflow's run answers a chat message (``Run.message``): its text chunks are the
-answer's ``message`` events and its end brings ``message_end``, both through the chat engine
-(:class:`~dify_provider.testing.chat_state.ChatEngine`, ``state.chat``), which also drives the other
-chat modes' messages.
+(:meth:`EmulatorState.launch`) through its scenario's nodes, its human-input pauses (one per form
+its scenario asks, :class:`~dify_provider.testing.form_state.HumanInputEngine`, ``state.human_input``)
+and an optional hold, to its end; SSE readers subscribe to its events. The control calls
+(``resume``, ``expire_form``, ``stop``, ``abort``, ``release``, ``finish``, ``fail``,
+``client_gone``) change a run from outside its task. A chatflow's run answers a chat message
+(``Run.message``): its text chunks are the answer's ``message`` events and its end brings
+``message_end``, both through the chat engine (:class:`~dify_provider.testing.chat_state.ChatEngine`,
+``state.chat``), which also drives the other chat modes' messages.
 
 Threading model (see :mod:`~dify_provider.testing.registry`): all of this runs on the server's
 asyncio loop, which owns run mutations; every change a test may wait for happens under ``cond``
@@ -26,12 +27,14 @@ from typing import Any
 
 from dify_provider.client.status import WorkflowRunStatus
 from dify_provider.testing import payloads
+from dify_provider.testing.catalog import CHATFLOW_NODES
 from dify_provider.testing.chat_state import ChatEngine
 from dify_provider.testing.chats import ChatMessage
 from dify_provider.testing.config import EmulatorConfig, version_tuple
-from dify_provider.testing.models import CHATFLOW_NODES, EmulatedApp, NodeSpec, Scenario
+from dify_provider.testing.form_state import HumanInputEngine
+from dify_provider.testing.models import EmulatedApp, NodeSpec, Scenario
 from dify_provider.testing.registry import SERVICE_ENDPOINTS, Registry
-from dify_provider.testing.runs import Item, Node, PendingForm, Run, render
+from dify_provider.testing.runs import Item, Node, Run, render
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class EmulatorState(Registry):
     def __init__(self, apps: Sequence[EmulatedApp], config: EmulatorConfig) -> None:
         super().__init__(apps, config)
         self.chat = ChatEngine(self)
+        self.human_input = HumanInputEngine(self)
 
     def create_run(
         self,
@@ -110,10 +114,11 @@ class EmulatorState(Registry):
         first = scenario.nodes if scenario.nodes is not None else scenario.steps
         if scenario.status == "paused":
             await self._run_nodes(run, first, final=False, outcome="succeeded")
-            self._pause(run)
-            await run.resumed.wait()
-            await self._run_nodes(run, scenario.steps_after_resume, final=True, outcome=scenario.after_resume)
-            final = scenario.after_resume
+            if await self.human_input.ask_all(run):
+                final = "succeeded"  # an end_on action: the branch straight to an end
+            else:
+                await self._run_nodes(run, scenario.steps_after_resume, final=True, outcome=scenario.after_resume)
+                final = scenario.after_resume
         else:
             await self._run_nodes(run, first, final=True, outcome=scenario.status)
             final = scenario.status
@@ -205,22 +210,14 @@ class EmulatorState(Registry):
 
     def _default_outputs(self, run: Run) -> dict[str, Any]:
         if run.scenario.outputs is not None:
-            return dict(run.scenario.outputs)
-        if run.message is not None:
-            return {"answer": run.message.answer, "files": []}  # the answer node's (recording 75)
-        return run.app.compute_outputs(run.inputs)
-
-    def _pause(self, run: Run) -> None:
-        form = PendingForm(node=self._start_node(run, "human-input", node_id="human_input"))
-        run.form = form
-        self._forms[form.token] = run
-        with self.cond:
-            run.status = WorkflowRunStatus.PAUSED
-            self._notify()
-        self._emit(run, payloads.human_input_required(run, form))
-        self._emit(run, payloads.workflow_paused(run, form))
-        if run.message is not None:
-            self._emit(run, self.chat.chatflow_paused(run))
+            outputs = dict(run.scenario.outputs)
+        elif run.message is not None:
+            outputs = {"answer": run.message.answer, "files": []}  # the answer node's (recording 75)
+        else:
+            outputs = run.app.compute_outputs(run.inputs)
+        if run.scenario.forms is not None:
+            outputs.update(self.human_input.outputs(run))
+        return outputs
 
     def _complete(
         self,
@@ -257,38 +254,49 @@ class EmulatorState(Registry):
             run.task.cancel()
 
     def resume(self, run: Run, action: str, inputs: dict[str, Any]) -> None:
-        form = run.form
-        if run.status != WorkflowRunStatus.PAUSED or form is None or form.submitted:
-            raise ValueError(f"run {run.id} is {run.status.value}, not waiting for input")
-        form.submitted = True
-        with self.cond:
-            run.status = WorkflowRunStatus.RUNNING
-            self._notify()
-        run.segment_start = len(run.events)
-        self._emit(run, payloads.workflow_started(run, "resumption"))
-        self._emit(run, payloads.human_input_form_filled(run, form, action, inputs))
-        form.node.status = "succeeded"
-        form.node.outputs = {"__action_id": action, **inputs}
-        self._finish_node(run, form.node)
-        run.resumed.set()
+        """Answer the pending form as Dify's web app would (see ``HumanInputEngine.resume``)."""
+        self.human_input.resume(run, action, inputs)
+
+    def expire_form(self, run: Run) -> None:
+        """Time the pending form out: the run takes its timeout branch."""
+        self.human_input.expire(run)
 
     def stop(self, run: Run) -> bool:
-        """The stop API: ends a running (or paused) run as ``stopped`` (the stream says so; with
+        """The stop API: ends a running run as ``stopped`` (the stream says so; with
         ``stopped_run_record="running"`` the API record stays ``running``); a pre-1.13 orphan
-        ignores it."""
+        ignores it. A paused one: from 1.14 the same; on 1.13.x it stays paused until its form is
+        answered, which then strands it (``HumanInputEngine.defer_stop``, :meth:`strand`)."""
         if run.terminal or run.orphaned:
             return False
+        if self.human_input.defer_stop(run, None):
+            return True
         self._halt(run)
         run.shows_running = self.config.stopped_run_record == "running"
         self._complete(run, WorkflowRunStatus.STOPPED, error=STOPPED_BY_USER)
         return True
 
+    def strand(self, run: Run) -> None:
+        """A run stopped while paused on 1.13.x, as its resumption starts (recordings hitl/B2-B4):
+        the stop flag kills the resumed worker after it rewrote the record as a fresh ``running``
+        one and before anything finishes it, so the API shows ``running`` with no totals for good
+        (whatever ``stopped_run_record`` says); nothing more is sent."""
+        self._halt(run)
+        with self.cond:
+            run.status, run.error, run.outputs = WorkflowRunStatus.STOPPED, STOPPED_BY_USER, None
+            run.shows_running, run.held, run.finished_at = True, False, time.time()
+            if run.form is not None:
+                run.form.expired = True
+            self._notify()
+
     def abort(self, run: Run, reason: str) -> bool:
         """The graph engine's stop command alone (a chat-family stop whose user check failed):
         ``workflow_finished`` says ``failed`` with ``Aborted: <reason>``, the record ``stopped``
-        (``GraphRunAbortedEvent``: the runner reports a failure, the persistence layer a stop)."""
+        (``GraphRunAbortedEvent``: the runner reports a failure, the persistence layer a stop).
+        A paused run on 1.13.x: not before its resumption (``HumanInputEngine.defer_stop``)."""
         if run.terminal or run.orphaned:
             return False
+        if self.human_input.defer_stop(run, reason):
+            return True
         self._halt(run)
         run.stream_status = WorkflowRunStatus.FAILED
         self._complete(run, WorkflowRunStatus.STOPPED, error=f"Aborted: {reason}")

@@ -115,6 +115,13 @@ def anon(emu: DifyEmulator) -> Iterator[httpx.Client]:
         yield c
 
 
+def succeeded_outputs(emu: DifyEmulator, run_id: str) -> dict[str, Any]:
+    """Wait for the run to succeed; its outputs."""
+    outputs = emu.wait_for(run_id, status="succeeded").outputs
+    assert outputs is not None
+    return outputs
+
+
 def start_streaming_run(client: httpx.Client, body: dict[str, Any] | None = None) -> tuple[str, str]:
     """Start a run in streaming mode, read its first event, hang up; return (run id, task id)."""
     with open_stream(client, "POST", "/workflows/run", json=body or run_body(mode="streaming")) as reader:

@@ -143,7 +143,7 @@ def test_continue_on_pause_keeps_the_stream_open(client: httpx.Client, emu: Dify
     assert filled["data"]["action_id"] == "reject"
 
 
-def test_snapshot_replays_everything(client: httpx.Client, emu: DifyEmulator) -> None:
+def test_snapshot_starts_at_the_start_and_ends_at_the_pause(client: httpx.Client, emu: DifyEmulator) -> None:
     headers = auth(emu, "approval")
     run_id = client.post("/workflows/run", json=run_body(), headers=headers).json()["workflow_run_id"]
     emu.script("approval")  # nothing: just proves scripting no scenarios is harmless

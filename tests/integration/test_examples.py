@@ -29,6 +29,7 @@ EXAMPLE_IDS = {
     "example_dify_fan_out.py": "example_dify_fan_out",
     "example_dify_wait_external.py": "example_dify_wait_external",
     "example_dify_chat.py": "example_dify_chat",
+    "example_dify_human_input.py": "example_dify_human_input",
 }
 
 

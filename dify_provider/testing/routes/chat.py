@@ -9,7 +9,8 @@ words, ``conversation_id`` must be a UUID), a chatflow's pinned ``workflow_id``,
 generator's: an agent refuses blocking mode, an empty query, an unknown conversation (404
 "Conversation Not Exists."), the inputs. A chatflow's streaming request is generated in the
 Celery worker on 1.13.2, so the generator's errors there answer as a workflow's invalid inputs do
-(``streaming_input_errors``: HTTP 200, a ping, silence).
+(``streaming_input_errors``: HTTP 200, a ping, silence). A blocking chatflow whose run pauses on a
+form answers 400 ``invalid_param`` on 1.13.x (the run still pauses); from 1.14 the message so far.
 
 A chatflow's stream is its run's (a ping as it opens, ``workflow_started``... ``message_end``,
 ``workflow_finished``); the other modes' stream from Dify's API process: no ping at open, one per
@@ -28,7 +29,7 @@ from starlette.routing import BaseRoute
 
 from dify_provider.testing import chat_payloads
 from dify_provider.testing.chats import ChatMessage
-from dify_provider.testing.errors import DifyError, app_unavailable
+from dify_provider.testing.errors import DifyError, app_unavailable, invalid_param
 from dify_provider.testing.models import Fault
 from dify_provider.testing.routes._core import Ctx, faults_after_start, require_chat_mode, route, stream_timing
 from dify_provider.testing.routes.workflows import RUN_JSON, check_workflow_id, input_error_stream
@@ -42,6 +43,9 @@ from dify_provider.testing.validation import (
     parse,
     required_user,
 )
+
+#: What a blocking chatflow call answers when its run pauses on 1.13.x (``_to_blocking_response``).
+PAUSED_BLOCKING_CHAT = "queue listening stopped unexpectedly."
 
 
 async def chat_messages(ctx: Ctx) -> Response:
@@ -112,6 +116,10 @@ async def _send(
                 break  # reset
             if item["event"] == "message_end":
                 break
+            if item["event"] == "workflow_paused" and state.config.pauses_as_113:
+                # 1.13.x: the blocking pipeline ends without a message_end, so it raises (recordings
+                # hitl/A3, A9); the run stays paused and its message shows the form.
+                raise invalid_param(PAUSED_BLOCKING_CHAT)
             if item["event"] == "error":  # the pipeline raises it (a chatflow: "Run failed: ...")
                 raise DifyError(item["status"], item["code"], item["message"])
     finally:

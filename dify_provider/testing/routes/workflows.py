@@ -5,8 +5,10 @@ pollers hit), ``POST /workflows/tasks/{task_id}/stop`` and ``GET /workflows/logs
 Dify quirks reproduced here: on 1.13.2 a streaming start with invalid inputs answers 200, one ping,
 then silence (the inputs are checked in the Celery worker; ``streaming_input_errors``); the
 blocking answer alone names its charset; an unknown run id that is not a uuid is a 500 (Postgres
-rejects the cast); stop checks neither user nor app and always says ``success``; a chatflow app's
-log list is empty. The detail handler is the hot path: keep it to a dict lookup and one payload.
+rejects the cast); stop checks neither user nor app and always says ``success`` (on 1.13.x it
+leaves a paused run paused, recordings hitl/B0-B4); a paused blocking run names no form on 1.13.x
+(hitl/20); a chatflow app's log list is empty. The detail handler is the hot path: keep it to a
+dict lookup and one payload.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ async def _start_run(ctx: Ctx, workflow_id: str | None) -> Response:
                 break
     finally:
         state.unsubscribe(run, queue)
-    return JSONResponse(payloads.blocking_body(run), media_type=RUN_JSON)
+    # 1.13.x names no form in a paused blocking answer; from 1.14 its reasons carry the token.
+    return JSONResponse(payloads.blocking_body(run, reasons=state.config.has_events_api), media_type=RUN_JSON)
 
 
 def check_workflow_id(app: EmulatedApp, workflow_id: str) -> None:
