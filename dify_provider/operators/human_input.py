@@ -305,6 +305,9 @@ class HumanInputBridge:
         token = pending.form_token
         assert token is not None
         entry: dict[str, Any] = {"node": pending.label, "node_id": pending.node_id}
+        if "error" in event and event.get("error_type") != "timeout":  # 3.1-3.2: params failed validation
+            raise AirflowException(f"the answer to {pending.label!r} was refused by Airflow: {event['error']}. The "
+                                   "form is still open in Dify: the next try of this task asks it again")
         if "error" in event or event.get("timedout"):
             self.log.warning("Nobody answered the form of node %r before it expired: Dify takes the node's timeout "
                              "branch", pending.label)

@@ -18,7 +18,7 @@ from dify_provider.operators.chat import DifyChatOperator
 from dify_provider.operators.workflow import DifyRunWorkflowOperator
 from dify_provider.testing import DifyEmulator, Scenario
 from dify_provider.testing.forms import FormActionSpec, FormInputSpec, FormSpec
-from dify_provider.version_compat import REQUIRED_ACTIONS
+from dify_provider.version_compat import AIRFLOW_V_3_3_PLUS, REQUIRED_ACTIONS
 
 pytestmark = [pytest.mark.airflow, pytest.mark.skipif(not REQUIRED_ACTIONS, reason="required actions: Airflow 3.1+")]
 START = datetime(2024, 1, 1)
@@ -199,6 +199,22 @@ def test_a_retry_after_the_answer_was_posted_posts_nothing_twice(emu: DifyEmulat
     assert len(form_posts(emu)) == 1
     assert len(emu.requests_to("POST", "/workflows/run")) == 1
     assert [e["outcome"] for e in result.xcom("run", key="human_input")] == ["answered"]
+
+
+def test_an_answer_dify_refuses_is_asked_again_in_the_next_try(emu: DifyEmulator, dag_id: str) -> None:
+    emu.script("echo", Scenario(status="paused", forms=(REVIEW,), after_resume="succeeded"))
+    refused = {**ANSWER, "tone": "loud"}  # not among the select's options: Dify answers 400 invalid_form_data
+    with person(emu, dag_id, "run", [answer("Approve", refused), answer("Approve", ANSWER)]) as seen:
+        result = run_dag(hitl_dag(dag_id, retries=1, retry_delay=timedelta(0)))
+    assert result.state == "success", result.log("run")
+    assert [d["subject"] for d in seen] == ["Review the draft", "Review the draft"]
+    # 3.3 posts it and Dify refuses it; 3.1-3.2's HITLTrigger already refuses it against the select's enum.
+    refusal = "Dify refused the answer to" if AIRFLOW_V_3_3_PLUS else "was refused by Airflow"
+    assert refusal in result.log("run", try_number=1)
+    assert "the next try of this task asks it again" in result.log("run", try_number=1)
+    assert result.xcom("run")["human_input"]["review"]["inputs"]["tone"] == "formal"
+    assert [e["outcome"] for e in result.xcom("run", key="human_input")] == ["answered"]
+    assert len(emu.requests_to("POST", "/workflows/run")) == 1
 
 
 class CrashAfterAnswer(DifyRunWorkflowOperator):
