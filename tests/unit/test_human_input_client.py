@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from dify_provider.client import DifyConfigError, DifyFormClosedError, DifyInvalidInputError, StreamEvent
+from dify_provider.client import DifyConfigError, DifyError, DifyFormClosedError, DifyInvalidInputError, StreamEvent
 from dify_provider.client.human_input._pending import pending_form
 
 from ._harness import API_KEY, RUN_ID, Harness, frame, sse_response, url
@@ -149,3 +149,18 @@ def test_no_events_api_means_no_pending_form(harness: Harness, router: respx.Moc
         pytest.skip("the replay is read by the worker (sync client) only")
     router.get(url(f"/workflow/{RUN_ID}/events")).mock(return_value=html_404())
     assert harness.call("pending_human_input_form", RUN_ID, "alice") is None
+
+
+@pytest.mark.parametrize("reply", [
+    httpx.Response(404, json={"code": "not_found", "message": "Form not found", "status": 404}),
+    httpx.Response(200, text="not json"),
+    httpx.ConnectError("refused"),
+], ids=["404", "bad-body", "unreachable"])
+def test_errors_name_the_route_not_the_token(harness: Harness, router: respx.MockRouter, reply: Any) -> None:
+    """The token is a capability (1.13's web route takes it without a key): no error text shows it."""
+    route = router.get(url(f"/form/human_input/{TOKEN}"))
+    route.mock(side_effect=reply) if isinstance(reply, Exception) else route.mock(return_value=reply)
+    with pytest.raises(DifyError) as caught:
+        harness.with_retry(max_attempts=1).call("get_human_input_form", TOKEN)
+    assert TOKEN not in str(caught.value)
+    assert "/form/human_input/{form_token}" in str(caught.value)

@@ -16,7 +16,10 @@ web route for good.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
 
 from dify_provider.client import errors as e
 from dify_provider.client._checks import check_user, check_uuid
@@ -25,6 +28,10 @@ from dify_provider.client.human_input.models import HumanInputForm
 from dify_provider.client.models import DifyModel
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-.~]{1,255}$")
+#: What errors and retry log lines name: the route, never the token (a capability: 1.13's web
+#: route answers anyone who holds it).
+ROUTE = "/form/human_input/{form_token}"
+T = TypeVar("T")
 
 
 class SubmitResult(DifyModel):
@@ -47,16 +54,29 @@ def web_url(config: ClientConfig, path: str) -> str:
     return f"{root}/api{path}"
 
 
-def get_form(config: ClientConfig, token: str, *, web: bool) -> Call[HumanInputForm]:
+def _url(config: ClientConfig, token: str, web: bool) -> str:
     path = f"/form/human_input/{check_token(token)}"
-    if web:
-        return Call("GET", path, parser(HumanInputForm), auth=False, url=web_url(config, path))
-    return Call("GET", path, parser(HumanInputForm))
+    return web_url(config, path) if web else config.base_url + path
+
+
+def _redacted(parse: Callable[[httpx.Response], T], token: str) -> Callable[[httpx.Response], T]:
+    """A body that does not parse is reported with the request's path: not this one's token."""
+    def checked(response: httpx.Response) -> T:
+        try:
+            return parse(response)
+        except e.DifyResponseError as exc:
+            raise e.DifyResponseError(str(exc).replace(token, "{form_token}")) from None
+
+    return checked
+
+
+def get_form(config: ClientConfig, token: str, *, web: bool) -> Call[HumanInputForm]:
+    return Call("GET", ROUTE, _redacted(parser(HumanInputForm), token), auth=not web, url=_url(config, token, web))
 
 
 def submit_form(config: ClientConfig, token: str, inputs: Any, action: Any, user: str | None, *,
                 web: bool) -> Call[SubmitResult]:
-    path = f"/form/human_input/{check_token(token)}"
+    url = _url(config, token, web)
     if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
         raise e.DifyConfigError("inputs", "must be a dict of the form's input names to values")
     if not isinstance(action, str) or not action:
@@ -64,11 +84,10 @@ def submit_form(config: ClientConfig, token: str, inputs: Any, action: Any, user
     body: dict[str, Any] = {"inputs": inputs, "action": action}
     # A form takes one answer: re-sending one whose first attempt may have landed would turn it
     # into a 412 "already submitted" that hides who answered. Re-send only what provably did not.
-    if web:
-        return Call("POST", path, parser(SubmitResult), retry=Retry.START, json=body, auth=False,
-                    url=web_url(config, path))
-    body["user"] = check_user(user, config.user)
-    return Call("POST", path, parser(SubmitResult), retry=Retry.START, json=body)
+    if not web:  # 1.13's web route takes no user: the form knows its run
+        body["user"] = check_user(user, config.user)
+    return Call("POST", ROUTE, _redacted(parser(SubmitResult), token), retry=Retry.START, json=body, auth=not web,
+                url=url)
 
 
 def run_events(config: ClientConfig, run_id: str, user: str | None) -> Call[Any]:
